@@ -1,0 +1,14 @@
+# Shortcuts; each target is one script or command that README describes.
+.PHONY: test lint release
+
+# The whole suite on a fresh machine: Python tools, the AWS emulator, cargo test, template checks.
+test:
+	scripts/test.sh
+
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+# The Lambda package (arm64, release): slow (about 25 minutes here), so not part of CI.
+release:
+	scripts/release.sh

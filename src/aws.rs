@@ -1,0 +1,110 @@
+//! The AWS edge: the SDK clients the function uses, the one place their retry and timeout
+//! behaviour is set, and the one conversion of SDK errors into [`AwsError`], which keeps the
+//! operation and the service's own error code.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde::Serialize;
+
+/// One client per service, built once at start and shared by every invocation.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub elb: aws_sdk_elasticloadbalancing::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self {
+            ec2: aws_sdk_ec2::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            elb: aws_sdk_elasticloadbalancing::Client::new(config),
+        }
+    }
+}
+
+/// How hard the SDK retries a throttled or failed call before a step reports it.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// One attempt that takes longer than this is abandoned and retried: an API call that hangs must
+/// not hold the cuts past the function's timeout.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bound on one operation, all attempts and back-off included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The SDK configuration every client is built from, with this function's retry and timeout
+/// policy. Region, credentials and `AWS_ENDPOINT_URL` come from the environment as usual.
+pub fn config_loader() -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(200)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        )
+}
+
+/// A failed AWS call, as the report shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{operation} failed: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct AwsError {
+    pub operation: &'static str,
+    /// The service's error code (`UnauthorizedOperation`, `InvalidGroup.Duplicate`, ...), or
+    /// `None` when the call never got an answer (timeout, connection failure).
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = err.code().map(str::to_owned);
+        let message = match (&err, err.message()) {
+            (SdkError::ServiceError(_), Some(message)) => message.to_owned(),
+            _ => DisplayErrorContext(&err).to_string(),
+        };
+        Self {
+            operation,
+            code,
+            message,
+        }
+    }
+
+    /// An error found by this function rather than returned by AWS (a read-back mismatch).
+    pub fn local(operation: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// `.map_err(aws_err("DescribeInstances"))` reads better at every call site than a closure.
+pub fn aws_err<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    move |err| AwsError::from_sdk(operation, err)
+}

@@ -1,0 +1,375 @@
+//! The function's settings, read from the environment once at start and validated there.
+//!
+//! Nothing after start-up reads the environment again: a bad value stops the function before it
+//! takes its first event, with a message that names the variable, instead of failing halfway
+//! through a containment.
+
+use std::fmt;
+
+/// The tag that triggers containment. Both halves are compared case-sensitively, as EventBridge
+/// compares them: `Quarantine=True` is not `Quarantine=true`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    pub key: String,
+    pub value: String,
+}
+
+/// How the deny-all instance profile is named in `ISOLATION_INSTANCE_PROFILE`. EC2 accepts
+/// either form, so both are passed through as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceProfileRef {
+    Name(String),
+    Arn(String),
+}
+
+impl InstanceProfileRef {
+    /// The profile's name, which ends its ARN (after any IAM path).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(name) => name,
+            Self::Arn(arn) => arn.rsplit('/').next().unwrap_or(arn),
+        }
+    }
+
+    /// Whether an association's profile ARN names this profile. When only a name is configured,
+    /// the name is compared, which is exact because names are unique within an account.
+    pub fn matches_arn(&self, arn: &str) -> bool {
+        match self {
+            Self::Arn(own) => own == arn,
+            Self::Name(name) => arn.rsplit('/').next() == Some(name.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for InstanceProfileRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(name) => f.write_str(name),
+            Self::Arn(arn) => f.write_str(arn),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub trigger: Trigger,
+    pub isolation_group_name: String,
+    pub isolation_profile: InstanceProfileRef,
+    pub snapshot_volumes: bool,
+    /// How many instances of one event are contained at the same time.
+    pub max_concurrent_instances: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{variable} is required but not set{hint}")]
+    Missing {
+        variable: &'static str,
+        hint: &'static str,
+    },
+    #[error("{variable}={value:?} is invalid: {reason}")]
+    Invalid {
+        variable: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+pub const QUARANTINE_TAG_KEY: &str = "QUARANTINE_TAG_KEY";
+pub const QUARANTINE_TAG_VALUE: &str = "QUARANTINE_TAG_VALUE";
+pub const ISOLATION_SECURITY_GROUP_NAME: &str = "ISOLATION_SECURITY_GROUP_NAME";
+pub const ISOLATION_INSTANCE_PROFILE: &str = "ISOLATION_INSTANCE_PROFILE";
+pub const SNAPSHOT_VOLUMES: &str = "SNAPSHOT_VOLUMES";
+pub const MAX_CONCURRENT_INSTANCES: &str = "MAX_CONCURRENT_INSTANCES";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |variable: &'static str, default: &str| -> String {
+            lookup(variable).unwrap_or_else(|| default.to_owned())
+        };
+        Ok(Self {
+            trigger: Trigger {
+                key: tag_key(QUARANTINE_TAG_KEY, get(QUARANTINE_TAG_KEY, "Quarantine"))?,
+                value: tag_value(QUARANTINE_TAG_VALUE, get(QUARANTINE_TAG_VALUE, "true"))?,
+            },
+            isolation_group_name: group_name(get(
+                ISOLATION_SECURITY_GROUP_NAME,
+                "ec2-quarantine-isolation",
+            ))?,
+            isolation_profile: instance_profile(lookup(ISOLATION_INSTANCE_PROFILE))?,
+            snapshot_volumes: boolean(SNAPSHOT_VOLUMES, get(SNAPSHOT_VOLUMES, "true"))?,
+            max_concurrent_instances: bounded_count(
+                MAX_CONCURRENT_INSTANCES,
+                get(MAX_CONCURRENT_INSTANCES, "10"),
+                1..=100,
+            )?,
+        })
+    }
+}
+
+fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+// Limits are EC2's own for tags (128-character keys, 256-character values, no `aws:` prefix),
+// so a value AWS would reject never reaches the rule or the function.
+fn tag_key(variable: &'static str, key: String) -> Result<String, ConfigError> {
+    if key.trim().is_empty() {
+        return Err(invalid(variable, &key, "a tag key cannot be empty"));
+    }
+    if key.chars().count() > 128 {
+        return Err(invalid(
+            variable,
+            &key,
+            "a tag key has at most 128 characters",
+        ));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(invalid(
+            variable,
+            &key,
+            "the aws: prefix is reserved by AWS",
+        ));
+    }
+    Ok(key)
+}
+
+fn tag_value(variable: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(
+            variable,
+            &value,
+            "an empty trigger value would fire on any tagging",
+        ));
+    }
+    if value.chars().count() > 256 {
+        return Err(invalid(
+            variable,
+            &value,
+            "a tag value has at most 256 characters",
+        ));
+    }
+    Ok(value)
+}
+
+fn group_name(name: String) -> Result<String, ConfigError> {
+    let variable = ISOLATION_SECURITY_GROUP_NAME;
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid(
+            variable,
+            &name,
+            "a group name has 1 to 255 characters",
+        ));
+    }
+    if name.starts_with("sg-") {
+        return Err(invalid(
+            variable,
+            &name,
+            "EC2 does not allow names that start with sg-",
+        ));
+    }
+    if !name.is_ascii() {
+        return Err(invalid(variable, &name, "a group name is ASCII only"));
+    }
+    Ok(name)
+}
+
+fn instance_profile(value: Option<String>) -> Result<InstanceProfileRef, ConfigError> {
+    let variable = ISOLATION_INSTANCE_PROFILE;
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Err(ConfigError::Missing {
+            variable,
+            hint: " (the name or ARN of the deny-all isolation instance profile; template.yaml creates it)",
+        });
+    };
+    if let Some(rest) = value.strip_prefix("arn:") {
+        // arn:PARTITION:iam::ACCOUNT:instance-profile/[PATH/]NAME
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let well_formed = parts.len() == 5
+            && parts[0].starts_with("aws")
+            && parts[1] == "iam"
+            && parts[2].is_empty()
+            && parts[3].len() == 12
+            && parts[3].bytes().all(|b| b.is_ascii_digit())
+            && parts[4]
+                .strip_prefix("instance-profile/")
+                .is_some_and(|name| is_profile_name(name.rsplit('/').next().unwrap_or("")));
+        if !well_formed {
+            return Err(invalid(
+                variable,
+                &value,
+                "expected arn:aws:iam::<account>:instance-profile/<name>",
+            ));
+        }
+        return Ok(InstanceProfileRef::Arn(value));
+    }
+    if !is_profile_name(&value) {
+        return Err(invalid(
+            variable,
+            &value,
+            "a profile name has 1 to 128 of the characters A-Z a-z 0-9 + = , . @ _ -",
+        ));
+    }
+    Ok(InstanceProfileRef::Name(value))
+}
+
+fn is_profile_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+fn boolean(variable: &'static str, value: String) -> Result<bool, ConfigError> {
+    match value.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(variable, &value, "expected true or false")),
+    }
+}
+
+fn bounded_count(
+    variable: &'static str,
+    value: String,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(invalid(
+            variable,
+            &value,
+            format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_profile_is_set() {
+        let config = config(&[(ISOLATION_INSTANCE_PROFILE, "isolation")]).unwrap();
+        assert_eq!(
+            config.trigger,
+            Trigger {
+                key: "Quarantine".into(),
+                value: "true".into()
+            }
+        );
+        assert_eq!(config.isolation_group_name, "ec2-quarantine-isolation");
+        assert_eq!(
+            config.isolation_profile,
+            InstanceProfileRef::Name("isolation".into())
+        );
+        assert!(config.snapshot_volumes);
+        assert_eq!(config.max_concurrent_instances, 10);
+    }
+
+    #[test]
+    fn a_missing_profile_names_the_variable() {
+        let err = config(&[]).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                variable: ISOLATION_INSTANCE_PROFILE,
+                ..
+            }
+        ));
+        assert!(err
+            .to_string()
+            .starts_with("ISOLATION_INSTANCE_PROFILE is required"));
+    }
+
+    #[test]
+    fn a_profile_arn_with_a_path_is_accepted_and_its_name_is_the_last_segment() {
+        let arn = "arn:aws:iam::123456789012:instance-profile/security/ec2-quarantine-isolation";
+        let config = config(&[(ISOLATION_INSTANCE_PROFILE, arn)]).unwrap();
+        assert_eq!(
+            config.isolation_profile,
+            InstanceProfileRef::Arn(arn.into())
+        );
+        assert_eq!(config.isolation_profile.name(), "ec2-quarantine-isolation");
+        assert!(config.isolation_profile.matches_arn(arn));
+        assert!(!config
+            .isolation_profile
+            .matches_arn("arn:aws:iam::123456789012:instance-profile/other"));
+    }
+
+    #[test]
+    fn a_profile_name_matches_an_association_arn_by_its_last_segment() {
+        let profile = InstanceProfileRef::Name("iso".into());
+        assert!(profile.matches_arn("arn:aws:iam::123456789012:instance-profile/path/iso"));
+        assert!(!profile.matches_arn("arn:aws:iam::123456789012:instance-profile/iso-2"));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_the_variable_named() {
+        let cases: &[(&str, &str)] = &[
+            (
+                ISOLATION_INSTANCE_PROFILE,
+                "arn:aws:iam::123:instance-profile/x",
+            ),
+            (
+                ISOLATION_INSTANCE_PROFILE,
+                "arn:aws:iam::123456789012:role/x",
+            ),
+            (ISOLATION_INSTANCE_PROFILE, "has space"),
+            (QUARANTINE_TAG_KEY, ""),
+            (QUARANTINE_TAG_KEY, "aws:quarantine"),
+            (QUARANTINE_TAG_VALUE, ""),
+            (ISOLATION_SECURITY_GROUP_NAME, "sg-isolation"),
+            (SNAPSHOT_VOLUMES, "yes"),
+            (SNAPSHOT_VOLUMES, "TRUE"),
+            (MAX_CONCURRENT_INSTANCES, "0"),
+            (MAX_CONCURRENT_INSTANCES, "many"),
+        ];
+        for (variable, value) in cases {
+            let mut vars = vec![(ISOLATION_INSTANCE_PROFILE, "isolation")];
+            vars.retain(|(k, _)| k != variable);
+            vars.push((variable, value));
+            let err = config(&vars).expect_err(&format!("{variable}={value:?} must be rejected"));
+            assert!(
+                err.to_string().starts_with(variable),
+                "error for {variable}={value:?} must name it: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tag_key_and_value_keep_their_case() {
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (QUARANTINE_TAG_KEY, "SecOps:Quarantine"),
+            (QUARANTINE_TAG_VALUE, "Yes"),
+            (SNAPSHOT_VOLUMES, "false"),
+        ])
+        .unwrap();
+        assert_eq!(config.trigger.key, "SecOps:Quarantine");
+        assert_eq!(config.trigger.value, "Yes");
+        assert!(!config.snapshot_volumes);
+    }
+}

@@ -1,0 +1,388 @@
+//! Inbound JSON to a decision: contain these instances, ignore the event (with the reason), or
+//! reject it as invalid. No I/O happens here, so an ignored or invalid event can never cause an
+//! AWS call.
+
+use aws_lambda_events::cloudwatch_events::tag::TagChangeOnResource;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Trigger;
+
+const TAG_SOURCE: &str = "aws.tag";
+const TAG_DETAIL_TYPE: &str = "Tag Change on Resource";
+
+/// What an inbound event asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Contain(ContainRequest),
+    Ignore { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainRequest {
+    /// Validated, de-duplicated, in the order given.
+    pub instance_ids: Vec<String>,
+    /// Why, as said by the caller or derived from the event; recorded on the instance.
+    pub reason: String,
+    /// The EventBridge event id, which names the incident, so that a redelivered event is
+    /// recognised as the same incident. Direct invocations carry none.
+    pub event_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("the event is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the event is a JSON {0}, expected an object")]
+    NotAnObject(&'static str),
+    #[error("the event is neither an EventBridge event (with source, detail-type and detail) nor a direct invocation (with instance_ids)")]
+    UnknownShape,
+    #[error("the EventBridge event is malformed: {0}")]
+    MalformedEnvelope(String),
+    #[error("the Tag Change on Resource detail is malformed: {0}")]
+    MalformedTagDetail(String),
+    #[error("the direct invocation is malformed: {0}")]
+    MalformedDirect(String),
+    #[error("the event names no instance (resources is {0})")]
+    NoInstances(&'static str),
+    #[error("{0:?} is not an EC2 instance id (expected i- and 8 or 17 hexadecimal digits)")]
+    BadInstanceId(String),
+    #[error("{0:?} is not an EC2 instance ARN")]
+    NotAnInstanceArn(String),
+}
+
+impl Request {
+    pub fn from_slice(bytes: &[u8], trigger: &Trigger) -> Result<Self, EventError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| EventError::NotJson(e.to_string()))?;
+        Self::from_value(value, trigger)
+    }
+
+    pub fn from_value(value: Value, trigger: &Trigger) -> Result<Self, EventError> {
+        let object = match &value {
+            Value::Object(object) => object,
+            Value::Null => return Err(EventError::NotAnObject("null")),
+            Value::Bool(_) => return Err(EventError::NotAnObject("boolean")),
+            Value::Number(_) => return Err(EventError::NotAnObject("number")),
+            Value::String(_) => return Err(EventError::NotAnObject("string")),
+            Value::Array(_) => return Err(EventError::NotAnObject("array")),
+        };
+        if object.contains_key("instance_ids") {
+            return direct(value);
+        }
+        if object.contains_key("detail-type") || object.contains_key("source") {
+            return eventbridge(value, trigger);
+        }
+        Err(EventError::UnknownShape)
+    }
+}
+
+/// `{"instance_ids": [...], "reason": "..."}`. Unknown fields are rejected rather than ignored:
+/// a misspelt option in a security tool must fail loudly, not be silently dropped.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectInvocation {
+    instance_ids: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn direct(value: Value) -> Result<Request, EventError> {
+    let invocation: DirectInvocation =
+        serde_json::from_value(value).map_err(|e| EventError::MalformedDirect(e.to_string()))?;
+    if invocation.instance_ids.is_empty() {
+        return Err(EventError::MalformedDirect(
+            "instance_ids is empty".to_owned(),
+        ));
+    }
+    let instance_ids = validated_ids(invocation.instance_ids)?;
+    Ok(Request::Contain(ContainRequest {
+        instance_ids,
+        reason: invocation
+            .reason
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "direct invocation".to_owned()),
+        event_id: None,
+    }))
+}
+
+fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
+    let event: EventBridgeEvent<Value> =
+        serde_json::from_value(value).map_err(|e| EventError::MalformedEnvelope(e.to_string()))?;
+    if event.source != TAG_SOURCE || event.detail_type != TAG_DETAIL_TYPE {
+        return Ok(ignore(format!(
+            "{:?} events from {:?} are not handled (only {TAG_DETAIL_TYPE:?} from {TAG_SOURCE})",
+            event.detail_type, event.source
+        )));
+    }
+    let detail: TagChangeOnResource = serde_json::from_value(event.detail)
+        .map_err(|e| EventError::MalformedTagDetail(e.to_string()))?;
+    if detail.service != "ec2" || detail.resource_type != "instance" {
+        return Ok(ignore(format!(
+            "the tag change is on a {} {}, not an EC2 instance",
+            detail.service, detail.resource_type
+        )));
+    }
+    if !detail.changed_tag_keys.contains(&trigger.key) {
+        return Ok(ignore(format!(
+            "tag {:?} did not change (changed: {:?})",
+            trigger.key, detail.changed_tag_keys
+        )));
+    }
+    match detail.tags.get(&trigger.key) {
+        None => {
+            return Ok(ignore(format!(
+                "tag {:?} was removed; removing the tag never releases an instance",
+                trigger.key
+            )))
+        }
+        Some(value) if *value != trigger.value => {
+            return Ok(ignore(format!(
+                "tag {:?} was set to {:?}, not {:?} (compared case-sensitively); changing the value never releases an instance",
+                trigger.key, value, trigger.value
+            )))
+        }
+        Some(_) => {}
+    }
+    let resources = match event.resources {
+        None => return Err(EventError::NoInstances("missing")),
+        Some(resources) if resources.is_empty() => return Err(EventError::NoInstances("empty")),
+        Some(resources) => resources,
+    };
+    let ids = resources
+        .iter()
+        .map(|arn| instance_id_from_arn(arn))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Request::Contain(ContainRequest {
+        instance_ids: validated_ids(ids)?,
+        reason: format!("tag {}={} set", trigger.key, trigger.value),
+        event_id: event.id.filter(|id| !id.is_empty()),
+    }))
+}
+
+fn ignore(reason: String) -> Request {
+    Request::Ignore { reason }
+}
+
+/// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/ID`.
+fn instance_id_from_arn(arn: &str) -> Result<String, EventError> {
+    let not_instance = || EventError::NotAnInstanceArn(arn.to_owned());
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" || !parts[1].starts_with("aws") || parts[2] != "ec2" {
+        return Err(not_instance());
+    }
+    parts[5]
+        .strip_prefix("instance/")
+        .map(str::to_owned)
+        .ok_or_else(not_instance)
+}
+
+fn validated_ids(ids: Vec<String>) -> Result<Vec<String>, EventError> {
+    let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !is_instance_id(&id) {
+            return Err(EventError::BadInstanceId(id));
+        }
+        if !unique.contains(&id) {
+            unique.push(id);
+        }
+    }
+    Ok(unique)
+}
+
+pub fn is_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn trigger() -> Trigger {
+        Trigger {
+            key: "Quarantine".into(),
+            value: "true".into(),
+        }
+    }
+
+    fn tag_event(keys: &[&str], tags: Value, resources: Value) -> Value {
+        json!({
+            "version": "0",
+            "id": "0b4e4b4c-1d4b-7c3e-2d5b-2f1e3c4d5e6f",
+            "detail-type": "Tag Change on Resource",
+            "source": "aws.tag",
+            "account": "123456789012",
+            "time": "2026-11-23T10:00:00Z",
+            "region": "us-east-1",
+            "resources": resources,
+            "detail": {
+                "changed-tag-keys": keys,
+                "service": "ec2",
+                "resource-type": "instance",
+                "version": 3,
+                "tags": tags
+            }
+        })
+    }
+
+    const ARN: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+
+    #[test]
+    fn the_trigger_tag_contains_the_instance_and_names_the_incident_by_event_id() {
+        let request = Request::from_value(
+            tag_event(&["Quarantine"], json!({"Quarantine": "true"}), json!([ARN])),
+            &trigger(),
+        )
+        .unwrap();
+        assert_eq!(
+            request,
+            Request::Contain(ContainRequest {
+                instance_ids: vec!["i-0123456789abcdef0".into()],
+                reason: "tag Quarantine=true set".into(),
+                event_id: Some("0b4e4b4c-1d4b-7c3e-2d5b-2f1e3c4d5e6f".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn the_value_is_compared_case_sensitively() {
+        let request = Request::from_value(
+            tag_event(&["Quarantine"], json!({"Quarantine": "True"}), json!([ARN])),
+            &trigger(),
+        )
+        .unwrap();
+        assert!(matches!(request, Request::Ignore { reason } if reason.contains("\"True\"")));
+    }
+
+    #[test]
+    fn removing_the_tag_is_ignored_and_never_releases() {
+        let request = Request::from_value(
+            tag_event(&["Quarantine"], json!({}), json!([ARN])),
+            &trigger(),
+        )
+        .unwrap();
+        assert!(matches!(request, Request::Ignore { reason } if reason.contains("removed")));
+    }
+
+    #[test]
+    fn another_key_changing_on_a_quarantined_instance_is_ignored() {
+        let request = Request::from_value(
+            tag_event(
+                &["Owner"],
+                json!({"Quarantine": "true", "Owner": "x"}),
+                json!([ARN]),
+            ),
+            &trigger(),
+        )
+        .unwrap();
+        assert!(matches!(request, Request::Ignore { reason } if reason.contains("did not change")));
+    }
+
+    #[test]
+    fn an_event_from_another_source_is_ignored() {
+        let request = Request::from_value(
+            json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}}),
+            &trigger(),
+        )
+        .unwrap();
+        assert!(matches!(request, Request::Ignore { .. }));
+    }
+
+    #[test]
+    fn a_tag_event_without_resources_is_invalid() {
+        let err = Request::from_value(
+            tag_event(&["Quarantine"], json!({"Quarantine": "true"}), json!([])),
+            &trigger(),
+        )
+        .unwrap_err();
+        assert_eq!(err, EventError::NoInstances("empty"));
+    }
+
+    #[test]
+    fn a_volume_arn_under_an_instance_resource_type_is_invalid() {
+        let err = Request::from_value(
+            tag_event(
+                &["Quarantine"],
+                json!({"Quarantine": "true"}),
+                json!(["arn:aws:ec2:us-east-1:123456789012:volume/vol-0123456789abcdef0"]),
+            ),
+            &trigger(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EventError::NotAnInstanceArn(_)));
+    }
+
+    #[test]
+    fn a_direct_invocation_is_contained_with_its_reason_and_duplicates_collapse() {
+        let request = Request::from_value(
+            json!({"instance_ids": ["i-0123456789abcdef0", "i-12345678", "i-0123456789abcdef0"], "reason": "GuardDuty 42"}),
+            &trigger(),
+        )
+        .unwrap();
+        assert_eq!(
+            request,
+            Request::Contain(ContainRequest {
+                instance_ids: vec!["i-0123456789abcdef0".into(), "i-12345678".into()],
+                reason: "GuardDuty 42".into(),
+                event_id: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_misspelt_direct_option_is_rejected_not_ignored() {
+        let err = Request::from_value(
+            json!({"instance_ids": ["i-12345678"], "dryrun": true}),
+            &trigger(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EventError::MalformedDirect(m) if m.contains("dryrun")));
+    }
+
+    #[test]
+    fn malformed_input_names_what_is_wrong() {
+        let cases = [
+            (json!(null), "null"),
+            (json!([1]), "array"),
+            (json!({"hello": 1}), "neither"),
+            (json!({"instance_ids": []}), "empty"),
+            (json!({"instance_ids": "i-12345678"}), "sequence"),
+            (json!({"instance_ids": ["i-XYZ"]}), "i-XYZ"),
+            (json!({"source": "aws.tag"}), "detail"),
+            (
+                json!({"source": "aws.tag", "detail-type": "Tag Change on Resource", "detail": {"service": "ec2"}}),
+                "changed-tag-keys",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = Request::from_value(value.clone(), &trigger())
+                .expect_err(&format!("{value} must be invalid"));
+            assert!(
+                err.to_string().contains(expected),
+                "error for {value} should mention {expected:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_json_is_invalid() {
+        let err = Request::from_slice(br#"{"instance_ids": ["i-1234"#, &trigger()).unwrap_err();
+        assert!(matches!(err, EventError::NotJson(_)));
+    }
+
+    #[test]
+    fn instance_ids_have_eight_or_seventeen_lowercase_hex_digits() {
+        assert!(is_instance_id("i-12345678"));
+        assert!(is_instance_id("i-0123456789abcdef0"));
+        assert!(!is_instance_id("i-0123456789ABCDEF0"));
+        assert!(!is_instance_id("i-123"));
+        assert!(!is_instance_id("vol-12345678"));
+    }
+}

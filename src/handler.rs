@@ -1,0 +1,70 @@
+//! The Lambda handler: one event in, one report out. It owns the decision of whether the
+//! invocation fails: an invalid event fails at once with nothing called, and a containment
+//! with any failed step fails after every step has run, carrying the whole report, so that
+//! Lambda retries it and, once retries are spent, hands it to the on-failure destination.
+
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+use crate::aws::Clients;
+use crate::config::Config;
+use crate::contain;
+use crate::event::{EventError, Request};
+use crate::report::Report;
+
+/// What every invocation shares, built once at start.
+pub struct Deps {
+    pub clients: Clients,
+    pub config: Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("invalid event: {0}")]
+    InvalidEvent(#[from] EventError),
+    /// The message is the report as JSON, so the failure destination receives all of it.
+    #[error("{}", .0.to_json())]
+    ContainmentIncomplete(Box<Report>),
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = match &error {
+            HandlerError::InvalidEvent(_) => "InvalidEvent",
+            HandlerError::ContainmentIncomplete(_) => "ContainmentIncomplete",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+pub async fn function_handler(
+    event: LambdaEvent<Value>,
+    deps: &Deps,
+) -> Result<Report, HandlerError> {
+    handle(event.payload, &event.context.request_id, deps).await
+}
+
+pub async fn handle(
+    payload: Value,
+    invocation_id: &str,
+    deps: &Deps,
+) -> Result<Report, HandlerError> {
+    let request = Request::from_value(payload, &deps.config.trigger).inspect_err(|e| {
+        tracing::error!(error = %e, "invalid event; nothing was changed");
+    })?;
+    let report = match request {
+        Request::Ignore { reason } => Report::ignored(reason),
+        Request::Contain(request) => {
+            contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
+        }
+    };
+    // One line of JSON, so that log queries can read the report as fields.
+    println!("{}", report.to_json());
+    if report.has_failures() {
+        return Err(HandlerError::ContainmentIncomplete(Box::new(report)));
+    }
+    Ok(report)
+}

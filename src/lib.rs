@@ -1,0 +1,12 @@
+//! ec2-quarantine: contains a compromised EC2 instance when a quarantine tag is set on it.
+//!
+//! `event` decides what an inbound event asks for, `contain` does it, `report` says what was
+//! done; `config` and `aws` are read and built once at start, and `handler` ties them together
+//! for the Lambda runtime.
+
+pub mod aws;
+pub mod config;
+pub mod contain;
+pub mod event;
+pub mod handler;
+pub mod report;

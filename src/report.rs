@@ -1,0 +1,185 @@
+//! The function's result: what was asked, what each step did to each instance, and what the
+//! instance looked like before. It is returned, logged as one JSON line, and carried by the
+//! error when the invocation fails, so a failed containment is never reported as a bare string.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::aws::AwsError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every instance is contained and every step succeeded.
+    Contained,
+    /// At least one step failed on at least one instance; each instance says how far it got.
+    Partial,
+    /// The event did not ask for containment; nothing was called.
+    Ignored,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub instances: Vec<InstanceReport>,
+}
+
+impl Report {
+    pub fn ignored(reason: String) -> Self {
+        Self {
+            outcome: Outcome::Ignored,
+            reason: Some(reason),
+            instances: Vec::new(),
+        }
+    }
+
+    pub fn from_instances(reason: String, instances: Vec<InstanceReport>) -> Self {
+        let all_contained = instances
+            .iter()
+            .all(|i| i.outcome == InstanceOutcome::Contained);
+        Self {
+            outcome: if all_contained {
+                Outcome::Contained
+            } else {
+                Outcome::Partial
+            },
+            reason: Some(reason),
+            instances,
+        }
+    }
+
+    /// A failed step anywhere makes the invocation fail, so that Lambda retries it and, once
+    /// retries are spent, hands it to the on-failure destination.
+    pub fn has_failures(&self) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.outcome != InstanceOutcome::Contained)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"report_error\":{:?}}}", e.to_string()))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceOutcome {
+    /// Cut off and every step done or already in place.
+    Contained,
+    /// The network and credential cuts hold, but another step failed (evidence or clean-up).
+    Partial,
+    /// The network or the credential cut failed: the instance is NOT contained.
+    NotContained,
+    /// The instance could not be read (unknown, terminated): nothing was changed.
+    Rejected,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InstanceReport {
+    pub instance_id: String,
+    pub vpc_id: Option<String>,
+    pub outcome: InstanceOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub snapshots: Vec<SnapshotRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalState>,
+    /// The instance as described before any change.
+    pub metadata: Value,
+}
+
+impl InstanceReport {
+    pub fn step(&self, step: Step) -> Option<&StepReport> {
+        self.steps.iter().find(|s| s.step == step)
+    }
+}
+
+/// Step names as they appear in the report and the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    DescribeInstance,
+    IsolationGroup,
+    MoveNetworkInterfaces,
+    ReplaceInstanceProfile,
+    DetachAutoScaling,
+    DeregisterTargetGroups,
+    DeregisterClassicLoadBalancers,
+    ProtectInstance,
+    KeepVolumes,
+    SnapshotVolumes,
+    TagInstance,
+}
+
+impl Step {
+    /// The steps whose failure leaves the instance reachable or its credentials usable.
+    pub fn is_containment_cut(self) -> bool {
+        matches!(
+            self,
+            Step::IsolationGroup | Step::MoveNetworkInterfaces | Step::ReplaceInstanceProfile
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Changed, and the change was read back.
+    Done,
+    /// Already as containment wants it; nothing was changed.
+    Unchanged,
+    /// Not applicable to this instance or turned off by configuration; the detail says which.
+    Skipped,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepReport {
+    pub step: Step,
+    pub status: Status,
+    pub detail: String,
+    pub ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<AwsError>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotRecord {
+    pub snapshot_id: String,
+    pub volume_id: String,
+}
+
+/// What containment changed, as it was before, so that a release can put it back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OriginalState {
+    pub network_interfaces: Vec<InterfaceGroups>,
+    /// `None` when the instance had no profile; absent from a re-run that found the isolation
+    /// profile already in place (the earlier run recorded the original).
+    pub instance_profile_arn: Option<String>,
+    pub auto_scaling_group: Option<String>,
+    pub target_groups: Vec<TargetRegistration>,
+    pub classic_load_balancers: Vec<String>,
+    /// Interfaces and profile already isolated when this run read them: their true original
+    /// was recorded by the run that isolated them, and is not overwritten with isolated state.
+    pub already_isolated: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InterfaceGroups {
+    pub network_interface_id: String,
+    pub vpc_id: String,
+    pub private_ip_addresses: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetRegistration {
+    pub target_group_arn: String,
+    /// The instance id, or the interface address for an `ip` target group.
+    pub target_id: String,
+    pub port: Option<i32>,
+}

@@ -1,0 +1,373 @@
+use aws_sdk_ec2::types::InstanceAttributeName;
+use ec2_quarantine::handler::{handle, Deps};
+use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
+use serde_json::{json, Value};
+
+use crate::support::scenario::{Options, Scenario};
+use crate::support::{recorded_clients, CallLog};
+
+pub fn trigger_event(instance_ids: &[&str]) -> Value {
+    let resources: Vec<String> = instance_ids
+        .iter()
+        .map(|id| format!("arn:aws:ec2:us-east-1:123456789012:instance/{id}"))
+        .collect();
+    json!({
+        "version": "0",
+        "id": crate::support::unique("event"),
+        "detail-type": "Tag Change on Resource",
+        "source": "aws.tag",
+        "account": "123456789012",
+        "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1",
+        "resources": resources,
+        "detail": {
+            "changed-tag-keys": ["Quarantine"],
+            "service": "ec2",
+            "resource-type": "instance",
+            "version": 2,
+            "tags": {"Quarantine": "true"}
+        }
+    })
+}
+
+pub async fn contain(
+    scenario: &Scenario,
+    event: Value,
+    extra: &[(&str, &str)],
+) -> (Result<Report, String>, CallLog) {
+    let log = CallLog::default();
+    let deps = Deps {
+        clients: recorded_clients(&scenario.account.sdk, &log),
+        config: scenario.config(extra),
+    };
+    let result = handle(event, "request-1", &deps)
+        .await
+        .map_err(|e| e.to_string());
+    (result, log)
+}
+
+#[tokio::test]
+async fn a_tagged_instance_is_cut_off_kept_and_recorded_in_every_respect() {
+    let s = Scenario::build(Options::everything()).await;
+    let event = trigger_event(&[&s.instance_id]);
+    let (result, log) = contain(&s, event.clone(), &[]).await;
+    let report = result.expect("containment succeeds");
+    let a = &s.account;
+
+    // Network: exactly one isolation group in the VPC, with no rule, and both interfaces on it alone.
+    let (group_id, ingress, egress) = s.isolation_group().await;
+    assert_eq!(
+        (ingress, egress),
+        (0, 0),
+        "the isolation group has no rules"
+    );
+    for eni in &s.interfaces {
+        assert_eq!(
+            a.interface_groups(eni).await,
+            vec![group_id.clone()],
+            "{eni} is on the isolation group only"
+        );
+    }
+    assert_eq!(
+        log.count("ModifyNetworkInterfaceAttribute"),
+        2,
+        "one call per interface"
+    );
+    // Termination, stop, shutdown behaviour and volumes: one attribute per call, never `Groups`.
+    assert_eq!(log.count("ModifyInstanceAttribute"), 4);
+
+    // Identity: the isolation profile replaced the original.
+    assert_eq!(
+        a.profile_of(&s.instance_id).await.as_deref(),
+        Some(s.isolation_profile.1.as_str())
+    );
+
+    // Auto Scaling: out of the group, whose desired capacity is unchanged.
+    let asg = s.auto_scaling_group.as_deref().unwrap();
+    let members = a
+        .autoscaling
+        .describe_auto_scaling_instances()
+        .instance_ids(&s.instance_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        members.auto_scaling_instances().is_empty(),
+        "detached from {asg}"
+    );
+    let group = a
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(asg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        group.auto_scaling_groups()[0].desired_capacity(),
+        Some(1),
+        "desired capacity kept"
+    );
+
+    // Load balancers: no registration left in either target group, the ip group or the classic one.
+    let mut groups: Vec<&str> = s
+        .target_groups
+        .iter()
+        .map(|(arn, _)| arn.as_str())
+        .collect();
+    groups.push(s.ip_target_group.as_deref().unwrap());
+    for arn in groups {
+        let health = a
+            .elbv2
+            .describe_target_health()
+            .target_group_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            health.target_health_descriptions().is_empty(),
+            "nothing left registered in {arn}"
+        );
+    }
+    let clb = s.classic_load_balancer.as_deref().unwrap();
+    let lbs = a
+        .elb
+        .describe_load_balancers()
+        .load_balancer_names(clb)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        lbs.load_balancer_descriptions()[0].instances().is_empty(),
+        "deregistered from {clb}"
+    );
+
+    // Protection.
+    assert_eq!(
+        a.attribute(&s.instance_id, InstanceAttributeName::DisableApiTermination)
+            .await,
+        "true"
+    );
+    assert_eq!(
+        a.attribute(&s.instance_id, InstanceAttributeName::DisableApiStop)
+            .await,
+        "true"
+    );
+    assert_eq!(
+        a.attribute(
+            &s.instance_id,
+            InstanceAttributeName::InstanceInitiatedShutdownBehavior
+        )
+        .await,
+        "stop"
+    );
+    let instance = a.instance(&s.instance_id).await;
+    for mapping in instance.block_device_mappings() {
+        assert_eq!(
+            mapping.ebs().unwrap().delete_on_termination(),
+            Some(false),
+            "{:?} kept on termination",
+            mapping.device_name()
+        );
+    }
+
+    // Evidence: one snapshot per volume from one CreateSnapshots call, tagged with the instance.
+    let mut snapshotted: Vec<String> = a
+        .snapshots_of(&s.instance_id)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    snapshotted.sort();
+    let mut volumes = s.volumes.clone();
+    volumes.sort();
+    assert_eq!(snapshotted, volumes);
+    assert_eq!(log.count("CreateSnapshots"), 1);
+
+    // Tags and the report.
+    assert_eq!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("contained")
+    );
+    assert!(a
+        .tag_of(&s.instance_id, "ec2-quarantine:contained-at")
+        .await
+        .is_some());
+    assert_eq!(report.outcome, Outcome::Contained);
+    let instance_report = &report.instances[0];
+    assert_eq!(instance_report.outcome, InstanceOutcome::Contained);
+    assert_eq!(
+        instance_report.metadata["instance_id"],
+        s.instance_id.as_str()
+    );
+    assert_eq!(
+        instance_report.metadata["network_interfaces"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    for step in &instance_report.steps {
+        assert_eq!(
+            step.status,
+            Status::Done,
+            "{:?}: {}",
+            step.step,
+            step.detail
+        );
+    }
+
+    // The record of what was there before.
+    let original = instance_report.original.as_ref().unwrap();
+    assert_eq!(original.instance_profile_arn, s.original_profile_arn);
+    assert_eq!(original.auto_scaling_group.as_deref(), Some(asg));
+    assert_eq!(original.network_interfaces.len(), 2);
+    assert_eq!(
+        original.network_interfaces[0].groups,
+        vec![s.app_groups[0].clone()]
+    );
+    assert_eq!(original.network_interfaces[1].groups, s.app_groups);
+    let mut registered: Vec<(String, Option<i32>)> = original
+        .target_groups
+        .iter()
+        .map(|r| (r.target_group_arn.clone(), r.port))
+        .collect();
+    registered.sort();
+    let mut expected: Vec<(String, Option<i32>)> = s
+        .target_groups
+        .iter()
+        .map(|(arn, port)| (arn.clone(), Some(*port)))
+        .collect();
+    expected.push((s.ip_target_group.clone().unwrap(), Some(443)));
+    expected.sort();
+    assert_eq!(registered, expected);
+    assert_eq!(original.classic_load_balancers, vec![clb.to_owned()]);
+
+    // Containment never deletes or terminates anything.
+    for call in log.calls() {
+        assert!(
+            !call.contains(".Delete")
+                && !call.contains(".Terminate")
+                && !call.contains(".DetachVolume"),
+            "{call}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn containing_the_same_instance_twice_changes_nothing_the_second_time() {
+    let s = Scenario::build(Options::everything()).await;
+    let (first, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    first.expect("first containment succeeds");
+    let snapshots_before = s.account.snapshots_of(&s.instance_id).await;
+
+    // A new event for the same instance, as when someone tags it again.
+    let (second, log) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    let report = second.expect("second containment succeeds");
+
+    for step in &report.instances[0].steps {
+        assert_eq!(
+            step.status,
+            Status::Unchanged,
+            "{:?}: {}",
+            step.step,
+            step.detail
+        );
+    }
+    s.isolation_group().await;
+    assert_eq!(
+        s.account.snapshots_of(&s.instance_id).await,
+        snapshots_before,
+        "no second set of snapshots"
+    );
+    let mutating: Vec<String> = log
+        .calls()
+        .into_iter()
+        .filter(|c| !c.contains(".Describe"))
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "the second run changes nothing: {mutating:?}"
+    );
+    let original = report.instances[0].original.as_ref().unwrap();
+    assert!(
+        original.network_interfaces.is_empty(),
+        "the isolated state is not recorded as original"
+    );
+    assert_eq!(original.instance_profile_arn, None);
+}
+
+#[tokio::test]
+async fn a_failed_step_fails_the_invocation_after_every_other_step_ran() {
+    // An isolation profile that does not exist: the credential cut fails, the rest is done.
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    let (result, _) = contain(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[("ISOLATION_INSTANCE_PROFILE", "no-such-profile")],
+    )
+    .await;
+    let message = result.expect_err("the invocation fails");
+    let report: Value =
+        serde_json::from_str(&message).expect("the error carries the report as JSON");
+    assert_eq!(report["outcome"], "partial");
+    let instance = &report["instances"][0];
+    assert_eq!(instance["outcome"], "not_contained");
+    let step = |name: &str| {
+        instance["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(step("replace-instance-profile")["status"], "failed");
+    assert_eq!(
+        step("replace-instance-profile")["error"]["code"],
+        "NoSuchEntity"
+    );
+    assert_eq!(step("move-network-interfaces")["status"], "done");
+    assert_eq!(step("snapshot-volumes")["status"], "done");
+
+    let (group_id, _, _) = s.isolation_group().await;
+    for eni in &s.interfaces {
+        assert_eq!(
+            s.account.interface_groups(eni).await,
+            vec![group_id.clone()]
+        );
+    }
+    assert_eq!(
+        s.account
+            .tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("not-contained")
+    );
+}
+
+#[tokio::test]
+async fn snapshots_can_be_turned_off() {
+    let s = Scenario::build(Options::default()).await;
+    let (result, log) = contain(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[("SNAPSHOT_VOLUMES", "false")],
+    )
+    .await;
+    let report = result.unwrap();
+    assert_eq!(
+        report.instances[0]
+            .step(Step::SnapshotVolumes)
+            .unwrap()
+            .status,
+        Status::Skipped
+    );
+    assert_eq!(log.count("CreateSnapshots"), 0);
+    assert!(s.account.snapshots_of(&s.instance_id).await.is_empty());
+}

@@ -1,0 +1,176 @@
+use ec2_quarantine::contain::network::{create_or_adopt, IsolationGroups};
+use ec2_quarantine::report::{Status, Step};
+
+use crate::containment::{contain, trigger_event};
+use crate::support::scenario::{Options, Scenario};
+use crate::support::{recorded_clients, CallLog};
+
+#[tokio::test]
+async fn interfaces_in_two_vpcs_each_end_on_their_own_vpcs_group() {
+    let s = Scenario::build(Options {
+        interface_in_other_vpc: true,
+        ..Options::default()
+    })
+    .await;
+    let (result, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    result.expect("contained");
+    let other_vpc = s.other_vpc_id.as_deref().unwrap();
+    let (home_group, _, _) = s.isolation_group().await;
+    let other = s
+        .account
+        .groups_named(other_vpc, &s.isolation_group_name)
+        .await;
+    assert_eq!(other.len(), 1, "one isolation group in the second VPC");
+    assert_ne!(other[0].0, home_group);
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[0]).await,
+        vec![home_group]
+    );
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[1]).await,
+        vec![other[0].0.clone()]
+    );
+}
+
+#[tokio::test]
+async fn a_later_containment_in_the_same_vpc_reuses_the_group_and_strips_rules_added_to_it() {
+    let first = Scenario::build(Options::default()).await;
+    contain(&first, trigger_event(&[&first.instance_id]), &[])
+        .await
+        .0
+        .unwrap();
+    let (group_id, _, _) = first.isolation_group().await;
+
+    // Someone opens the group; a second instance in the same VPC is quarantined.
+    first
+        .account
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&group_id)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip("0.0.0.0/0")
+        .send()
+        .await
+        .unwrap();
+    let second = first
+        .account
+        .ec2
+        .run_instances()
+        .image_id("ami-0123456789abcdef0")
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&first.subnet_id)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let (result, _) = contain(&first, trigger_event(&[&second]), &[]).await;
+    let report = result.expect("contained");
+    let step = report.instances[0].step(Step::IsolationGroup).unwrap();
+    assert_eq!(step.status, Status::Done);
+    assert!(step.detail.contains("removed 1 rule"), "{}", step.detail);
+
+    let (same_group, ingress, egress) = first.isolation_group().await;
+    assert_eq!(same_group, group_id, "the group is reused");
+    assert_eq!((ingress, egress), (0, 0), "the added rule is gone");
+    let eni = first.account.instance(&second).await.network_interfaces()[0]
+        .network_interface_id()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first.account.interface_groups(&eni).await, vec![group_id]);
+}
+
+#[tokio::test]
+async fn a_create_that_loses_the_race_adopts_the_winners_group() {
+    let s = Scenario::build(Options::default()).await;
+    let log = CallLog::default();
+    let clients = recorded_clients(&s.account.sdk, &log);
+    // The winner: another invocation created the group after ours looked and found none.
+    let winner = create_or_adopt(&clients, &s.isolation_group_name, &s.vpc_id)
+        .await
+        .unwrap();
+    let ours = create_or_adopt(&clients, &s.isolation_group_name, &s.vpc_id)
+        .await
+        .unwrap();
+    assert_eq!(ours.group_id(), winner.group_id());
+    assert_eq!(
+        log.count("CreateSecurityGroup"),
+        2,
+        "the second create was really attempted"
+    );
+    assert_eq!(
+        s.account
+            .groups_named(&s.vpc_id, &s.isolation_group_name)
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn concurrent_invocations_in_one_vpc_end_with_exactly_one_group() {
+    let s = Scenario::build(Options::default()).await;
+    let clients = recorded_clients(&s.account.sdk, &CallLog::default());
+    // Eight invocations, each with its own view of the VPC, racing to ensure the group.
+    let invocations: Vec<IsolationGroups> = (0..8)
+        .map(|_| IsolationGroups::new(&s.isolation_group_name))
+        .collect();
+    let results =
+        futures::future::join_all(invocations.iter().map(|g| g.ensure(&clients, &s.vpc_id))).await;
+    let ids: Vec<String> = results
+        .into_iter()
+        .map(|r| r.expect("every invocation gets the group").group_id)
+        .collect();
+    let (group_id, ingress, egress) = s.isolation_group().await;
+    assert!(ids.iter().all(|id| *id == group_id), "{ids:?}");
+    assert_eq!((ingress, egress), (0, 0));
+}
+
+#[tokio::test]
+async fn a_hand_made_group_of_that_name_is_tagged_and_stripped_before_use() {
+    let s = Scenario::build(Options::default()).await;
+    // Made by someone else: no role tag, and the default allow-all egress rule.
+    let by_hand = s
+        .account
+        .ec2
+        .create_security_group()
+        .group_name(&s.isolation_group_name)
+        .description("made by hand")
+        .vpc_id(&s.vpc_id)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let (result, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    result.expect("contained");
+    let (group_id, ingress, egress) = s.isolation_group().await;
+    assert_eq!(
+        group_id, by_hand,
+        "the existing group is used, not a second one"
+    );
+    assert_eq!((ingress, egress), (0, 0));
+    let tags = s
+        .account
+        .ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&by_hand)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(tags
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("ec2-quarantine:role") && t.value() == Some("isolation")));
+}

@@ -1,0 +1,61 @@
+use std::path::Path;
+
+use ec2_quarantine::event::{EventError, Request};
+
+use crate::support::config;
+
+enum Expected {
+    Contain(&'static [&'static str]),
+    Ignore,
+    Invalid,
+}
+
+/// The decision `events/README.md` promises for each sample file, with the parameter defaults.
+fn expected(file: &str) -> Expected {
+    const ONE: &[&str] = &["i-0123456789abcdef0"];
+    match file {
+        "tag-quarantine-instance.json" | "direct-invocation.json" => Expected::Contain(ONE),
+        "tag-quarantine-two-instances.json" => {
+            Expected::Contain(&["i-0123456789abcdef0", "i-0fedcba9876543210"])
+        }
+        "tag-other-key.json"
+        | "tag-function-own-tags.json"
+        | "tag-quarantine-other-value.json"
+        | "tag-quarantine-value-other-case.json"
+        | "tag-quarantine-removed.json"
+        | "tag-volume.json" => Expected::Ignore,
+        "invalid-unknown-shape.json" => Expected::Invalid,
+        other => panic!("events/{other} has no expected decision here: add it"),
+    }
+}
+
+#[test]
+fn every_sample_event_gets_the_decision_its_readme_promises() {
+    let trigger = config(&[("ISOLATION_INSTANCE_PROFILE", "isolation")]).trigger;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let decision = Request::from_slice(&std::fs::read(&path).unwrap(), &trigger);
+        match (expected(&name), decision) {
+            (Expected::Contain(ids), Ok(Request::Contain(request))) => {
+                assert_eq!(request.instance_ids, ids, "{name}")
+            }
+            (Expected::Ignore, Ok(Request::Ignore { reason })) => {
+                assert!(!reason.is_empty(), "{name}")
+            }
+            (Expected::Invalid, Err(EventError::UnknownShape)) => {}
+            (_, other) => panic!("{name}: unexpected decision {other:?}"),
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 10,
+        "expected the sample events in {}",
+        dir.display()
+    );
+}

@@ -1,0 +1,127 @@
+//! What every end-to-end test needs: SDK clients pointed at the emulator that `scripts/test.sh`
+//! starts, a record of the calls the function makes, and scenarios (a small account built per
+//! test, with its own VPC and names so that tests can run in parallel on one emulator).
+
+pub mod scenario;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_config::SdkConfig;
+use aws_sdk_ec2::config::Credentials;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use ec2_quarantine::aws::{config_loader, Clients};
+use ec2_quarantine::config::Config;
+
+pub const REGION: &str = "us-east-1";
+
+/// The emulator's address, set by `scripts/test.sh`.
+pub fn endpoint() -> String {
+    std::env::var("EC2Q_TEST_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "EC2Q_TEST_ENDPOINT is not set: run the suite with scripts/test.sh (or `make test`), \
+             which starts the AWS emulator and points the tests at it"
+        )
+    })
+}
+
+/// The SDK configuration the function itself uses (retries, timeouts), pointed at the emulator.
+pub async fn sdk_config() -> SdkConfig {
+    config_loader()
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// A name no other test uses: the emulator is shared.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Every operation the function's clients sent, as `Service.Operation`, in order.
+#[derive(Clone, Debug, Default)]
+pub struct CallLog(Arc<Mutex<Vec<String>>>);
+
+impl CallLog {
+    pub fn calls(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, operation: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.ends_with(&format!(".{operation}")))
+            .count()
+    }
+}
+
+impl Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "CallLog"
+    }
+
+    // Not `read_before_execution`: client interceptors run that before the operation's metadata
+    // is in the bag.
+    fn read_before_serialization(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = cfg
+            .load::<Metadata>()
+            .map(|m| format!("{}.{}", m.service(), m.name()))
+            .unwrap_or_else(|| "unknown".to_owned());
+        self.0.lock().unwrap().push(name);
+        Ok(())
+    }
+}
+
+/// The clients the function under test uses, each recording its calls in `log`.
+pub fn recorded_clients(sdk: &SdkConfig, log: &CallLog) -> Clients {
+    Clients {
+        ec2: aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(sdk)
+                .interceptor(log.clone())
+                .build(),
+        ),
+        autoscaling: aws_sdk_autoscaling::Client::from_conf(
+            aws_sdk_autoscaling::config::Builder::from(sdk)
+                .interceptor(log.clone())
+                .build(),
+        ),
+        elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+                .interceptor(log.clone())
+                .build(),
+        ),
+        elb: aws_sdk_elasticloadbalancing::Client::from_conf(
+            aws_sdk_elasticloadbalancing::config::Builder::from(sdk)
+                .interceptor(log.clone())
+                .build(),
+        ),
+    }
+}
+
+/// The function's configuration for a test: `vars` over the defaults.
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("test configuration is valid")
+}

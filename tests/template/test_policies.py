@@ -1,0 +1,296 @@
+"""policies/: the guard policy (SCP) and the analyst's tag-setter policy.
+
+Besides parsing and naming the actions, the policies are run through a small evaluator of
+the IAM features they use (Action/Resource wildcards; StringEquals, StringLike, ArnLike,
+ArnNotLike, Null; ForAnyValue/ForAllValues) against concrete scenarios: who can undo a
+containment, who can set the tag. The evaluator implements the documented semantics of
+those operators only; it is not a full IAM engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from template_helpers import ACCOUNT, POLICIES, REGION, function_role, sample_value, service_authorization_data
+
+GUARD = POLICIES / "guard-scp.json"
+TAG_SETTER = POLICIES / "tag-setter-policy.json"
+
+RESPONDER = f"arn:aws:iam::{ACCOUNT}:role/ec2-quarantine/ec2-quarantine-QuarantineFunctionRole-AB12CD"
+BREAK_GLASS = f"arn:aws:iam::{ACCOUNT}:role/ec2-quarantine-breakglass"
+ADMIN = f"arn:aws:iam::{ACCOUNT}:role/Admin"
+ISOLATION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ec2-quarantine-isolation/ec2-quarantine-IsolationRole-XY9"
+ISOLATION_PROFILE = f"arn:aws:iam::{ACCOUNT}:instance-profile/ec2-quarantine-isolation/ec2-quarantine-IsolationInstanceProfile-XY9"
+OTHER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/web-server"
+
+INSTANCE = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+ENI = f"arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/eni-0123456789abcdef0"
+VOLUME = f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0123456789abcdef0"
+SG = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/sg-0123456789abcdef0"
+SNAPSHOT = f"arn:aws:ec2:{REGION}::snapshot/snap-0123456789abcdef0"
+
+QUARANTINED = {"Quarantine": "true", "ec2-quarantine:status": "contained"}
+ISOLATION_SG = {"ec2-quarantine:role": "isolation"}
+EVIDENCE = {"ec2-quarantine:instance-id": "i-0123456789abcdef0", "ec2-quarantine:incident": "x"}
+
+
+# ---------------------------------------------------------------------------------------
+# evaluator
+# ---------------------------------------------------------------------------------------
+def _glob(pattern: str, value: str, case: bool = True) -> bool:
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, 0 if case else re.IGNORECASE) is not None
+
+
+def _arn_like(pattern: str, arn: str) -> bool:
+    """ArnLike: each of the six colon-separated components matched on its own."""
+    p, a = pattern.split(":", 5), arn.split(":", 5)
+    return len(p) == 6 and len(a) == 6 and all(_glob(x, y) for x, y in zip(p, a))
+
+
+@dataclass
+class Request:
+    principal: str
+    action: str
+    resource: str
+    resource_tags: dict = field(default_factory=dict)
+    request_tags: dict | None = None  # tags in the request (CreateTags/DeleteTags)
+    delete_all_tags: bool = False  # DeleteTags without a tag list
+
+    def context(self) -> dict[str, list[str]]:
+        ctx: dict[str, list[str]] = {"aws:PrincipalArn": [self.principal]}
+        for k, v in self.resource_tags.items():
+            ctx[f"aws:ResourceTag/{k}"] = [v]
+        if self.request_tags is not None and not self.delete_all_tags:
+            ctx["aws:TagKeys"] = list(self.request_tags)
+            for k, v in self.request_tags.items():
+                if v is not None:
+                    ctx[f"aws:RequestTag/{k}"] = [v]
+        return ctx
+
+
+_OPS = {
+    "StringEquals": lambda p, v: p == v,
+    "StringLike": lambda p, v: _glob(p, v),
+    "ArnEquals": lambda p, v: p == v,
+    "ArnLike": _arn_like,
+}
+
+
+def _condition_holds(op: str, key: str, expected, ctx: dict[str, list[str]]) -> bool:
+    expected = expected if isinstance(expected, list) else [expected]
+    values = ctx.get(key)
+    if op == "Null":
+        (want,) = expected
+        return (values is None) == (want == "true")
+    qualifier = None
+    if ":" in op:
+        qualifier, op = op.split(":", 1)
+    negate = op.endswith("NotEquals") or op.endswith("NotLike")
+    base = op.replace("Not", "", 1) if negate else op
+    match = _OPS[base]
+    if qualifier == "ForAnyValue":
+        return bool(values) and any(match(p, v) for v in values for p in expected)
+    if qualifier == "ForAllValues":
+        return not values or all(any(match(p, v) for p in expected) for v in values)
+    assert qualifier is None, qualifier
+    if values is None:
+        return negate  # a missing key: positive operators false, negated ones true
+    hit = any(match(p, v) for v in values for p in expected)
+    return not hit if negate else hit
+
+
+def statement_applies(s: dict, req: Request) -> bool:
+    actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+    if not any(_glob(a, req.action, case=False) for a in actions):
+        return False
+    resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+    if not any(r == "*" or _arn_like(r, req.resource) for r in resources):
+        return False
+    ctx = req.context()
+    for op, kv in s.get("Condition", {}).items():
+        for key, expected in kv.items():
+            if not _condition_holds(op, key, expected, ctx):
+                return False
+    return True
+
+
+def denied_by(policy: dict, req: Request) -> list[str]:
+    return [s.get("Sid", "?") for s in policy["Statement"] if s["Effect"] == "Deny" and statement_applies(s, req)]
+
+
+def allowed_by(policy: dict, req: Request) -> bool:
+    if denied_by(policy, req):
+        return False
+    return any(statement_applies(s, req) for s in policy["Statement"] if s["Effect"] == "Allow")
+
+
+def test_evaluator_operators():
+    """The evaluator itself, on cases whose IAM answer is documented."""
+    ctx = {"aws:TagKeys": ["a", "b"], "aws:PrincipalArn": [ADMIN]}
+    assert _condition_holds("ForAnyValue:StringEquals", "aws:TagKeys", ["b"], ctx)
+    assert not _condition_holds("ForAllValues:StringEquals", "aws:TagKeys", ["b"], ctx)
+    assert _condition_holds("ForAllValues:StringEquals", "aws:TagKeys", ["b"], {})  # vacuous truth
+    assert not _condition_holds("ForAnyValue:StringEquals", "aws:TagKeys", ["b"], {})
+    assert _condition_holds("Null", "aws:TagKeys", "true", {})
+    assert _condition_holds("ArnNotLike", "aws:PrincipalArn", ["arn:aws:iam::*:role/x/*"], ctx)
+    assert not _condition_holds("ArnNotLike", "aws:PrincipalArn", ["arn:aws:iam::*:role/*"], ctx)
+    assert not _arn_like("arn:aws:iam::*:role/ec2-quarantine/*", f"arn:aws:iam::{ACCOUNT}:role/ec2-quarantine-isolation/x")
+    assert not _condition_holds("StringEquals", "aws:ResourceTag/Q", "true", {})
+
+
+# ---------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def guard() -> dict:
+    return json.loads(GUARD.read_text())
+
+
+@pytest.fixture(scope="module")
+def tag_setter() -> dict:
+    return json.loads(TAG_SETTER.read_text())
+
+
+@pytest.mark.parametrize("path", [GUARD, TAG_SETTER], ids=lambda p: p.name)
+def test_policy_is_a_valid_document(path):
+    doc = json.loads(path.read_text())
+    assert doc["Version"] == "2012-10-17"
+    sids = [s["Sid"] for s in doc["Statement"]]
+    assert len(sids) == len(set(sids)), "Sids must be unique"
+    for s in doc["Statement"]:
+        assert re.fullmatch(r"[A-Za-z0-9]+", s["Sid"]), s["Sid"]
+        assert s["Effect"] in ("Allow", "Deny")
+        assert "Principal" not in s, "identity policy / SCP: no Principal"
+        for a in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:
+            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9*]+", a), a
+
+
+@pytest.mark.parametrize("path", [GUARD, TAG_SETTER], ids=lambda p: p.name)
+def test_policy_actions_exist(path):
+    """Every action is in the Service Authorization Reference (as cfn-lint ships it)."""
+    sar = service_authorization_data()
+    doc = json.loads(path.read_text())
+    for s in doc["Statement"]:
+        for a in s["Action"] if isinstance(s["Action"], list) else [s["Action"]]:
+            service, name = a.split(":")
+            assert name.lower() in sar[service]["Actions"], f"unknown action {a}"
+
+
+def test_guard_fits_an_scp(guard):
+    # SCP documents are limited to 5,120 characters (whitespace outside strings aside).
+    assert len(json.dumps(guard, separators=(",", ":"))) <= 5120
+    for s in guard["Statement"]:
+        assert s["Effect"] == "Deny"
+        principals = s["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+        assert "arn:aws:iam::*:role/ec2-quarantine/*" in principals, s["Sid"]
+
+
+def test_guard_names_the_containment_actions(guard):
+    actions = {a for s in guard["Statement"] for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+    required = {
+        "ec2:ModifyNetworkInterfaceAttribute", "ec2:ModifyInstanceAttribute",
+        "ec2:AssociateIamInstanceProfile", "ec2:ReplaceIamInstanceProfileAssociation",
+        "ec2:DisassociateIamInstanceProfile", "ec2:DeleteTags", "ec2:CreateTags",
+        "ec2:TerminateInstances", "ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress", "ec2:ModifySecurityGroupRules",
+        "ec2:DeleteSnapshot",
+    }
+    assert required <= actions, f"missing {sorted(required - actions)}"
+
+
+def test_guard_exempts_the_templates_role_path(template):
+    """The exemption pattern fits the function role the template creates, and only it."""
+    name, _ = function_role(template)
+    arn = sample_value(template, {"Fn::GetAtt": [name, "Arn"]})
+    assert _arn_like("arn:aws:iam::*:role/ec2-quarantine/*", arn), arn
+    iso = next(k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::InstanceProfile")
+    iso_role = template["Resources"][iso]["Properties"]["Roles"][0]["Ref"]
+    iso_role_arn = sample_value(template, {"Fn::GetAtt": [iso_role, "Arn"]})
+    iso_profile_arn = sample_value(template, {"Fn::GetAtt": [iso, "Arn"]})
+    assert not _arn_like("arn:aws:iam::*:role/ec2-quarantine/*", iso_role_arn)
+    assert _arn_like("arn:aws:iam::*:role/ec2-quarantine-isolation/*", iso_role_arn)
+    assert _arn_like("arn:aws:iam::*:instance-profile/ec2-quarantine-isolation/*", iso_profile_arn)
+
+
+# (what, request, denied?)
+GUARD_SCENARIOS = [
+    # undoing a containment
+    ("admin changes a quarantined instance's attributes", Request(ADMIN, "ec2:ModifyInstanceAttribute", INSTANCE, QUARANTINED), True),
+    ("admin restores the instance profile", Request(ADMIN, "ec2:ReplaceIamInstanceProfileAssociation", INSTANCE, QUARANTINED), True),
+    ("admin associates a profile", Request(ADMIN, "ec2:AssociateIamInstanceProfile", INSTANCE, QUARANTINED), True),
+    ("admin removes the isolation profile", Request(ADMIN, "ec2:DisassociateIamInstanceProfile", INSTANCE, QUARANTINED), True),
+    ("admin attaches a new ENI", Request(ADMIN, "ec2:AttachNetworkInterface", INSTANCE, QUARANTINED), True),
+    ("admin terminates the instance", Request(ADMIN, "ec2:TerminateInstances", INSTANCE, QUARANTINED), True),
+    ("admin changes a tagged ENI's groups", Request(ADMIN, "ec2:ModifyNetworkInterfaceAttribute", ENI, {"Quarantine": "true"}), True),
+    ("admin changes a healthy instance", Request(ADMIN, "ec2:ModifyInstanceAttribute", INSTANCE, {"Quarantine": "false"}), False),
+    ("admin changes an untagged instance", Request(ADMIN, "ec2:ModifyInstanceAttribute", INSTANCE, {}), False),
+    ("responder contains", Request(RESPONDER, "ec2:ModifyInstanceAttribute", INSTANCE, QUARANTINED), False),
+    ("responder swaps the profile", Request(RESPONDER, "ec2:ReplaceIamInstanceProfileAssociation", INSTANCE, QUARANTINED), False),
+    ("break-glass releases", Request(BREAK_GLASS, "ec2:ModifyInstanceAttribute", INSTANCE, QUARANTINED), False),
+    # the trigger tag
+    ("analyst sets Quarantine=true on a healthy instance", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"Quarantine": "true"}), False),
+    ("admin sets Quarantine=false", Request(ADMIN, "ec2:CreateTags", INSTANCE, QUARANTINED, {"Quarantine": "false"}), True),
+    ("admin deletes Quarantine", Request(ADMIN, "ec2:DeleteTags", INSTANCE, QUARANTINED, {"Quarantine": None}), True),
+    ("admin deletes every tag of a quarantined instance", Request(ADMIN, "ec2:DeleteTags", INSTANCE, QUARANTINED, {}, delete_all_tags=True), True),
+    ("admin adds a note tag to a quarantined instance", Request(ADMIN, "ec2:CreateTags", INSTANCE, QUARANTINED, {"Note": "ir-42"}), False),
+    ("admin deletes Quarantine=false from a healthy instance", Request(ADMIN, "ec2:DeleteTags", INSTANCE, {"Quarantine": "false"}, {"Quarantine": None}), False),
+    # the responder's status tags
+    ("admin fakes ec2-quarantine:status", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"ec2-quarantine:status": "contained"}), True),
+    ("admin deletes ec2-quarantine:changes", Request(ADMIN, "ec2:DeleteTags", INSTANCE, QUARANTINED, {"ec2-quarantine:changes": None}), True),
+    ("responder writes its status", Request(RESPONDER, "ec2:CreateTags", INSTANCE, QUARANTINED, {"ec2-quarantine:status": "contained"}), False),
+    # the isolation group
+    ("admin opens the isolation group", Request(ADMIN, "ec2:AuthorizeSecurityGroupIngress", SG, ISOLATION_SG), True),
+    ("admin opens its egress", Request(ADMIN, "ec2:AuthorizeSecurityGroupEgress", SG, ISOLATION_SG), True),
+    ("admin edits its rules", Request(ADMIN, "ec2:ModifySecurityGroupRules", SG, ISOLATION_SG), True),
+    ("admin deletes it", Request(ADMIN, "ec2:DeleteSecurityGroup", SG, ISOLATION_SG), True),
+    ("admin untags it", Request(ADMIN, "ec2:DeleteTags", SG, ISOLATION_SG, {"ec2-quarantine:role": None}), True),
+    ("admin strips all its tags", Request(ADMIN, "ec2:DeleteTags", SG, ISOLATION_SG, {}, delete_all_tags=True), True),
+    ("admin changes another group", Request(ADMIN, "ec2:AuthorizeSecurityGroupIngress", SG, {"Name": "web"}), False),
+    ("responder revokes the isolation group's egress", Request(RESPONDER, "ec2:RevokeSecurityGroupEgress", SG, ISOLATION_SG), False),
+    # evidence
+    ("admin deletes an evidence snapshot", Request(ADMIN, "ec2:DeleteSnapshot", SNAPSHOT, EVIDENCE), True),
+    ("admin strips an evidence snapshot's tags", Request(ADMIN, "ec2:DeleteTags", SNAPSHOT, EVIDENCE, {}, delete_all_tags=True), True),
+    ("admin deletes an ordinary snapshot", Request(ADMIN, "ec2:DeleteSnapshot", SNAPSHOT, {"Name": "nightly"}), False),
+    # the isolation role
+    ("admin detaches the deny-all policy", Request(ADMIN, "iam:DeleteRolePolicy", ISOLATION_ROLE), True),
+    ("admin attaches a policy to the isolation role", Request(ADMIN, "iam:AttachRolePolicy", ISOLATION_ROLE), True),
+    ("admin swaps the isolation profile's role", Request(ADMIN, "iam:RemoveRoleFromInstanceProfile", ISOLATION_PROFILE), True),
+    ("admin edits another role", Request(ADMIN, "iam:AttachRolePolicy", OTHER_ROLE), False),
+]
+
+
+@pytest.mark.parametrize("what,req,denied", GUARD_SCENARIOS, ids=[s[0] for s in GUARD_SCENARIOS])
+def test_guard_scenarios(guard, what, req, denied):
+    by = denied_by(guard, req)
+    assert bool(by) is denied, f"{what}: {'denied by ' + ', '.join(by) if by else 'not denied'}"
+
+
+TAG_SETTER_SCENARIOS = [
+    ("set Quarantine=true on an instance", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"Quarantine": "true"}), True),
+    ("set Quarantine=false", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"Quarantine": "false"}), False),
+    ("set Quarantine=True", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"Quarantine": "True"}), False),
+    ("set Quarantine=true and Owner", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"Quarantine": "true", "Owner": "x"}), False),
+    ("set another key", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"Owner": "x"}), False),
+    ("set ec2-quarantine:status", Request(ADMIN, "ec2:CreateTags", INSTANCE, {}, {"ec2-quarantine:status": "released"}), False),
+    ("set Quarantine=true on a volume", Request(ADMIN, "ec2:CreateTags", VOLUME, {}, {"Quarantine": "true"}), False),
+    ("delete Quarantine", Request(ADMIN, "ec2:DeleteTags", INSTANCE, QUARANTINED, {"Quarantine": None}), False),
+    ("stop the instance", Request(ADMIN, "ec2:StopInstances", INSTANCE, {}), False),
+]
+
+
+@pytest.mark.parametrize("what,req,allowed", TAG_SETTER_SCENARIOS, ids=[s[0] for s in TAG_SETTER_SCENARIOS])
+def test_tag_setter_scenarios(tag_setter, what, req, allowed):
+    assert allowed_by(tag_setter, req) is allowed, what
+
+
+def test_tag_setter_grants_only_create_tags(tag_setter):
+    for s in tag_setter["Statement"]:
+        assert s["Effect"] == "Allow"
+        assert s["Action"] in ("ec2:CreateTags", ["ec2:CreateTags"])
+        for r in s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]:
+            assert r.endswith(":instance/*"), r

@@ -1,0 +1,442 @@
+"""Structural checks of template.yaml: least privilege, the configuration contract, the
+trigger and both failure paths. Plus cfn-lint, the SAM translator and `sam validate --lint`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import tomllib
+
+import pytest
+
+from template_helpers import (
+    ACCOUNT,
+    REGION,
+    REPO,
+    STACK,
+    TEMPLATE,
+    as_list,
+    function,
+    function_role,
+    getatt,
+    only_resource_of_type,
+    ref,
+    resources_of_type,
+    role_statements,
+    sample_value,
+    service_authorization_data,
+    venv_tool,
+)
+
+# The configuration contract (shared/DESIGN.md "Configuration" plus the deployment brief):
+# environment variable -> (template parameter, default). None: not a parameter.
+ENV_CONTRACT = {
+    "QUARANTINE_TAG_KEY": ("QuarantineTagKey", "Quarantine"),
+    "QUARANTINE_TAG_VALUE": ("QuarantineTagValue", "true"),
+    "ISOLATION_SECURITY_GROUP_NAME": ("IsolationSecurityGroupName", "ec2-quarantine-isolation"),
+    "SNAPSHOT_VOLUMES": ("SnapshotVolumes", "true"),
+    "FORENSIC_INGRESS_CIDRS": ("ForensicIngressCidrs", ""),
+    "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
+    "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
+    "ISOLATION_INSTANCE_PROFILE": (None, None),
+}
+
+# Every AWS call the function makes (the brief's list). The role must allow exactly these.
+FUNCTION_ACTIONS = {
+    "ec2:DescribeInstances",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
+    "ec2:CreateSecurityGroup",
+    "ec2:RevokeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:ModifyNetworkInterfaceAttribute",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeIamInstanceProfileAssociations",
+    "ec2:ReplaceIamInstanceProfileAssociation",
+    "ec2:AssociateIamInstanceProfile",
+    "ec2:ModifyInstanceAttribute",
+    "ec2:DescribeInstanceAttribute",
+    "ec2:CreateSnapshots",
+    "ec2:DescribeSnapshots",
+    "ec2:CreateTags",
+    "iam:PassRole",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DetachInstances",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth",
+    "elasticloadbalancing:DeregisterTargets",
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "sqs:SendMessage",
+}
+
+# Calls that must never be in the function's role even though they sound related.
+FORBIDDEN_ACTIONS = {
+    "ec2:DeleteTags",
+    "ec2:DisassociateIamInstanceProfile",
+    "ec2:TerminateInstances",
+    "ec2:DeleteSnapshot",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:DeleteSecurityGroup",
+}
+
+
+def arn_matches_resource_type(sar: dict, service: str, rtype: str, arn: str) -> bool:
+    info = sar[service]["Resources"].get(rtype.lower())
+    assert info, f"{service} has no resource type {rtype}"
+    for fmt in info["ARNFormats"]:
+        rx = fmt.replace("${Partition}", "aws").replace("${Region}", REGION).replace("${Account}", ACCOUNT)
+        if re.fullmatch(rx, arn):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# the function
+# ---------------------------------------------------------------------------------------
+def test_function_build_and_runtime(template):
+    _, fn = function(template)
+    p = fn["Properties"]
+    assert p["Runtime"] == "provided.al2023"
+    assert p["Architectures"] == ["arm64"]
+    assert p["Handler"] == "bootstrap"
+    assert p["CodeUri"] == "."
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    binary = fn["Metadata"]["BuildProperties"]["Binary"]
+    assert binary == "ec2-quarantine"
+    cargo = REPO / "Cargo.toml"
+    if cargo.exists():
+        manifest = tomllib.loads(cargo.read_text())
+        bins = [b["name"] for b in manifest.get("bin", [])] or [manifest["package"]["name"]]
+        assert binary in bins, f"Cargo.toml builds {bins}, the template deploys {binary}"
+    assert 1 <= p["Timeout"] <= 900
+    assert 128 <= p["MemorySize"] <= 10240
+    assert "Events" not in p, "the only trigger is the explicit rule (nothing else reaches the function)"
+
+
+def test_logging_json_with_retained_log_group(template):
+    _, fn = function(template)
+    lc = fn["Properties"]["LoggingConfig"]
+    assert lc["LogFormat"] == "JSON"
+    group = ref(lc["LogGroup"])
+    assert group and template["Resources"][group]["Type"] == "AWS::Logs::LogGroup"
+    retention = template["Resources"][group]["Properties"]["RetentionInDays"]
+    param = ref(retention)
+    assert param, "retention comes from a parameter"
+    assert template["Parameters"][param]["Default"] == 365
+
+
+def test_every_contract_variable_is_set_from_its_parameter(template):
+    _, fn = function(template)
+    variables = fn["Properties"]["Environment"]["Variables"]
+    missing = set(ENV_CONTRACT) - set(variables)
+    assert not missing, f"environment lacks {sorted(missing)}"
+    params = template["Parameters"]
+    for var, (param, default) in ENV_CONTRACT.items():
+        if param is None:
+            continue
+        assert ref(variables[var]) == param, f"{var} should be !Ref {param}, is {variables[var]!r}"
+        assert str(params[param]["Default"]) == default, f"{param} default {params[param]['Default']!r} != {default!r}"
+    assert params["SnapshotVolumes"]["AllowedValues"] == ["true", "false"]
+    # Environment variables must be strings: no parameter of type List<...>/CommaDelimitedList.
+    for var, value in variables.items():
+        p = ref(value)
+        if p in params:
+            assert params[p]["Type"] in ("String", "Number"), f"{var} from a {params[p]['Type']}"
+
+
+def test_isolation_profile_variable_is_the_stacks_profile(template):
+    _, fn = function(template)
+    ga = getatt(fn["Properties"]["Environment"]["Variables"]["ISOLATION_INSTANCE_PROFILE"])
+    assert ga and ga[1] == "Arn"
+    assert template["Resources"][ga[0]]["Type"] == "AWS::IAM::InstanceProfile"
+
+
+@pytest.mark.parametrize(
+    "param,good,bad",
+    [
+        ("QuarantineTagKey", ["Quarantine", "sec:quarantine", "a b/c=d+e-f@g.h_i"], ['Quar"antine', "x\\y", "", "k" * 129, "{}"]),
+        ("QuarantineTagValue", ["true", "yes-now"], ['"', "", "a\\b", "}"]),
+        ("ForensicIngressCidrs", ["", "10.0.0.0/8", "10.0.0.0/8,2001:db8::/32"], ["10.0.0.0/8, 1.2.3.4/32", '"']),
+        ("ForensicIngressPorts", ["22", "22,3389"], ["", "22 ", "ssh", "22,"]),
+        ("IsolationSecurityGroupName", ["ec2-quarantine-isolation"], ["sg-123", ""]),
+    ],
+)
+def test_parameter_patterns(template, param, good, bad):
+    """Tag key/value go into a JSON pattern: nothing that would need JSON escaping."""
+    rx = re.compile(template["Parameters"][param]["AllowedPattern"])
+    for v in good:
+        assert rx.fullmatch(v), f"{param} rejects {v!r}"
+    for v in bad:
+        assert not rx.fullmatch(v), f"{param} accepts {v!r}"
+
+
+# ---------------------------------------------------------------------------------------
+# least privilege
+# ---------------------------------------------------------------------------------------
+def test_function_role_lists_every_action_explicitly(template):
+    _, role = function_role(template)
+    assert not role["Properties"].get("ManagedPolicyArns"), "no managed policies on the function role"
+    stmts = role_statements(role)
+    actions = set()
+    for s in stmts:
+        assert s["Effect"] == "Allow"
+        assert "NotAction" not in s and "NotResource" not in s and "NotPrincipal" not in s
+        for a in as_list(s["Action"]):
+            assert "*" not in a and "?" not in a, f"wildcard action {a!r}"
+            actions.add(a)
+    assert actions == FUNCTION_ACTIONS, (
+        f"missing {sorted(FUNCTION_ACTIONS - actions)}, unexpected {sorted(actions - FUNCTION_ACTIONS)}"
+    )
+    assert not actions & FORBIDDEN_ACTIONS
+
+
+def test_resource_level_permissions_wherever_the_action_supports_them(template):
+    sar = service_authorization_data()
+    _, role = function_role(template)
+    for s in role_statements(role):
+        for action in as_list(s["Action"]):
+            service, name = action.split(":")
+            info = sar[service]["Actions"].get(name.lower())
+            assert info is not None, f"{action} is not a known IAM action"
+            rtypes = info.get("Resources", [])
+            for res in as_list(s["Resource"]):
+                arn = sample_value(template, res)
+                if arn == "*":
+                    assert not rtypes, f"{action} supports resource-level permissions ({rtypes}) but is granted on *"
+                    continue
+                assert any(arn_matches_resource_type(sar, service, t, arn) for t in rtypes), (
+                    f"{action} on {arn}: not an ARN of a resource type the action supports ({rtypes})"
+                )
+
+
+def test_pass_role_only_for_the_isolation_role_to_ec2(template):
+    _, role = function_role(template)
+    passes = [s for s in role_statements(role) if "iam:PassRole" in as_list(s["Action"])]
+    assert len(passes) == 1
+    s = passes[0]
+    assert as_list(s["Action"]) == ["iam:PassRole"]
+    res = as_list(s["Resource"])
+    assert len(res) == 1
+    ga = getatt(res[0])
+    assert ga and ga[1] == "Arn", f"PassRole must name the isolation role, not {res[0]!r}"
+    iso_profile = getatt(function(template)[1]["Properties"]["Environment"]["Variables"]["ISOLATION_INSTANCE_PROFILE"])[0]
+    profile_roles = template["Resources"][iso_profile]["Properties"]["Roles"]
+    assert [ref(r) for r in profile_roles] == [ga[0]], "PassRole's role is the isolation profile's role"
+    assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    all_actions = {a for st in role_statements(role) for a in as_list(st["Action"])}
+    assert {a for a in all_actions if a.startswith("iam:")} == {"iam:PassRole"}
+
+
+def test_profile_swap_only_to_the_isolation_profile(template):
+    _, role = function_role(template)
+    _, fn = function(template)
+    profile = fn["Properties"]["Environment"]["Variables"]["ISOLATION_INSTANCE_PROFILE"]
+    swaps = [
+        s for s in role_statements(role)
+        if {"ec2:ReplaceIamInstanceProfileAssociation", "ec2:AssociateIamInstanceProfile"} & set(as_list(s["Action"]))
+    ]
+    assert swaps
+    for s in swaps:
+        assert s["Condition"]["ArnEquals"]["ec2:NewInstanceProfile"] == profile
+
+
+def test_function_never_writes_the_trigger_tag(template):
+    """CreateTags only for the function's own keys; snapshots only tagged as they are created."""
+    _, role = function_role(template)
+    tagging = [s for s in role_statements(role) if "ec2:CreateTags" in as_list(s["Action"])]
+    assert tagging
+    for s in tagging:
+        c = s["Condition"]
+        assert c["ForAllValues:StringLike"]["aws:TagKeys"] == ["ec2-quarantine:*"], s
+        assert c["Null"]["aws:TagKeys"] == "false", "ForAllValues alone is true when no key is sent"
+        for res in as_list(s["Resource"]):
+            if ":snapshot/" in sample_value(template, res):
+                assert c["StringEquals"]["ec2:CreateAction"] == "CreateSnapshots"
+
+
+def test_security_group_changes_only_on_isolation_groups(template):
+    _, role = function_role(template)
+    for s in role_statements(role):
+        acts = set(as_list(s["Action"]))
+        if not acts & {"ec2:RevokeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress",
+                       "ec2:AuthorizeSecurityGroupIngress", "ec2:ModifyNetworkInterfaceAttribute"}:
+            continue
+        for res in as_list(s["Resource"]):
+            if ":security-group/" in sample_value(template, res):
+                assert s["Condition"] == {"StringEquals": {"aws:ResourceTag/ec2-quarantine:role": "isolation"}}, s
+    # and never ModifyInstanceAttribute on security groups (the Groups attribute)
+    for s in role_statements(role):
+        if "ec2:ModifyInstanceAttribute" in as_list(s["Action"]):
+            assert not any(":security-group/" in sample_value(template, r) for r in as_list(s["Resource"]))
+
+
+def test_isolation_role_is_deny_all_and_ec2_only(template):
+    profile_name, profile = only_resource_of_type(template, "AWS::IAM::InstanceProfile")
+    (role_ref,) = profile["Properties"]["Roles"]
+    role = template["Resources"][ref(role_ref)]
+    p = role["Properties"]
+    trust = as_list(p["AssumeRolePolicyDocument"]["Statement"])
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+    assert not p.get("ManagedPolicyArns")
+    stmts = role_statements(role)
+    assert stmts, "the isolation role needs its deny-all policy"
+    assert all(s["Effect"] == "Deny" for s in stmts)
+    assert any(as_list(s["Action"]) == ["*"] and as_list(s["Resource"]) == ["*"] and "Condition" not in s for s in stmts)
+
+
+def test_no_named_iam_resources(template):
+    """CAPABILITY_IAM suffices (samconfig.toml) only while no IAM resource has a fixed name."""
+    for name, res in template["Resources"].items():
+        if res["Type"].startswith("AWS::IAM::"):
+            for key in ("RoleName", "InstanceProfileName", "ManagedPolicyName", "UserName", "GroupName"):
+                assert key not in res.get("Properties", {}), f"{name} sets {key}"
+
+
+# ---------------------------------------------------------------------------------------
+# trigger and failure handling
+# ---------------------------------------------------------------------------------------
+def test_rule_targets_the_function_with_retry_and_dead_letter_queue(template):
+    fn_name, _ = function(template)
+    rule_name, rule = only_resource_of_type(template, "AWS::Events::Rule")
+    (target,) = rule["Properties"]["Targets"]
+    assert getatt(target["Arn"]) == (fn_name, "Arn")
+    rp = target["RetryPolicy"]
+    assert 0 <= rp["MaximumRetryAttempts"] <= 185
+    assert 60 <= rp["MaximumEventAgeInSeconds"] <= 86400
+    dlq = getatt(target["DeadLetterConfig"]["Arn"])
+    assert dlq and dlq[1] == "Arn" and template["Resources"][dlq[0]]["Type"] == "AWS::SQS::Queue"
+    assert template["Resources"][dlq[0]]["Properties"].get("SqsManagedSseEnabled") is True
+    # The DLQ's policy lets EventBridge send for this rule only.
+    policies = [
+        r for r in resources_of_type(template, "AWS::SQS::QueuePolicy").values()
+        if {ref(q) for q in r["Properties"]["Queues"]} == {dlq[0]}
+    ]
+    assert len(policies) == 1
+    allows = [s for s in policies[0]["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert len(allows) == 1
+    s = allows[0]
+    assert s["Principal"] == {"Service": "events.amazonaws.com"}
+    assert as_list(s["Action"]) == ["sqs:SendMessage"]
+    assert getatt(s["Resource"]) == (dlq[0], "Arn")
+    assert getatt(s["Condition"]["ArnEquals"]["aws:SourceArn"]) == (rule_name, "Arn")
+
+
+def test_lambda_permission_only_for_the_rule(template):
+    fn_name, _ = function(template)
+    rule_name, _ = only_resource_of_type(template, "AWS::Events::Rule")
+    _, perm = only_resource_of_type(template, "AWS::Lambda::Permission")
+    p = perm["Properties"]
+    assert p["Action"] == "lambda:InvokeFunction"
+    assert p["Principal"] == "events.amazonaws.com"
+    assert getatt(p["FunctionName"]) == (fn_name, "Arn") or ref(p["FunctionName"]) == fn_name
+    assert getatt(p["SourceArn"]) == (rule_name, "Arn")
+
+
+def test_async_invocation_retries_then_failure_queue(template):
+    _, fn = function(template)
+    eic = fn["Properties"]["EventInvokeConfig"]
+    assert eic["MaximumRetryAttempts"] == 2
+    assert 60 <= eic["MaximumEventAgeInSeconds"] <= 21600
+    on_failure = eic["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    q = getatt(on_failure["Destination"])
+    assert q and q[1] == "Arn"
+    queue = template["Resources"][q[0]]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"].get("SqsManagedSseEnabled") is True
+    # The destination is written with the function's role.
+    _, role = function_role(template)
+    sends = [s for s in role_statements(role) if "sqs:SendMessage" in as_list(s["Action"])]
+    assert [getatt(r) for s in sends for r in as_list(s["Resource"])] == [(q[0], "Arn")]
+
+
+def test_failure_queue_and_dlq_have_alarms(template):
+    _, fn = function(template)
+    failure_q = getatt(fn["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"])[0]
+    _, rule = only_resource_of_type(template, "AWS::Events::Rule")
+    dlq = getatt(rule["Properties"]["Targets"][0]["DeadLetterConfig"]["Arn"])[0]
+    alarmed = set()
+    for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
+        p = alarm["Properties"]
+        if p.get("Namespace") != "AWS/SQS" or p.get("MetricName") != "ApproximateNumberOfMessagesVisible":
+            continue
+        assert p["ComparisonOperator"] == "GreaterThanThreshold" and p["Threshold"] == 0
+        (dim,) = p["Dimensions"]
+        assert dim["Name"] == "QueueName"
+        alarmed.add(getatt(dim["Value"])[0] if getatt(dim["Value"]) and getatt(dim["Value"])[1] == "QueueName" else None)
+    assert {failure_q, dlq} <= alarmed, f"alarms on {alarmed}, want {failure_q} and {dlq}"
+
+
+def test_outputs(template):
+    outputs = template["Outputs"]
+    for name in ("FunctionArn", "RuleName", "IsolationInstanceProfileArn", "FailureQueueUrl",
+                 "FailureQueueArn", "DeadLetterQueueArn"):
+        assert name in outputs, f"missing output {name}"
+
+
+# ---------------------------------------------------------------------------------------
+# tools
+# ---------------------------------------------------------------------------------------
+def test_sam_translator_produces_the_invoke_config():
+    """What CloudFormation will get: SAM's own translator, offline."""
+    from template_helpers import load_template
+
+    tpl = load_template()
+    # The translator asks boto3 for the region (pseudo parameters); give it one offline.
+    import boto3
+
+    from samtranslator.translator.translator import Translator
+    from samtranslator.parser.parser import Parser
+
+    session = boto3.session.Session(region_name=REGION)
+    translator = Translator({}, Parser(), boto_session=session)  # no managed policies used
+    packaged = copy.deepcopy(tpl)
+    fn_name, _ = function(packaged)
+    # What `sam package`/`sam deploy` hands CloudFormation: the code uploaded to S3.
+    packaged["Resources"][fn_name]["Properties"]["CodeUri"] = "s3://bucket/ec2-quarantine/code.zip"
+    out = translator.translate(packaged, parameter_values={"AWS::AccountId": ACCOUNT,
+                                                                   "AWS::StackName": STACK})
+    res = out["Resources"]
+    fns = {k: v for k, v in res.items() if v["Type"] == "AWS::Lambda::Function"}
+    assert len(fns) == 1
+    (fn_name, fn), = fns.items()
+    assert fn["Properties"]["Architectures"] == ["arm64"]
+    assert fn["Properties"]["LoggingConfig"]["LogFormat"] == "JSON"
+    eics = [v for v in res.values() if v["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert len(eics) == 1
+    p = eics[0]["Properties"]
+    assert p["MaximumRetryAttempts"] == 2
+    assert "Arn" in json.dumps(p["DestinationConfig"]["OnFailure"])
+    # SAM did not create a role of its own next to ours.
+    roles = [k for k, v in res.items() if v["Type"] == "AWS::IAM::Role"]
+    assert sorted(roles) == sorted(k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::IAM::Role")
+
+
+def _run(cmd, **kw):
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "SAM_CLI_TELEMETRY": "0"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_cfn_lint_passes():
+    tool = venv_tool("cfn-lint")
+    assert tool, "cfn-lint not installed (requirements/test.txt)"
+    r = _run([tool, str(TEMPLATE)])
+    assert r.returncode == 0, f"cfn-lint exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+def test_sam_validate_lint_passes():
+    tool = venv_tool("sam")
+    if not tool:
+        pytest.skip("aws-sam-cli not installed")
+    r = _run([tool, "validate", "--lint", "--region", REGION, "--template-file", str(TEMPLATE)])
+    assert r.returncode == 0, f"sam validate exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "is a valid SAM Template" in r.stdout + r.stderr
