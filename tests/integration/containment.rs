@@ -3,8 +3,9 @@ use ec2_quarantine::handler::{handle, Deps};
 use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
 use serde_json::{json, Value};
 
+use crate::support::faults::Faults;
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, CallLog};
+use crate::support::{recorded_clients, with_faults, CallLog};
 
 pub fn trigger_event(instance_ids: &[&str]) -> Value {
     let resources: Vec<String> = instance_ids
@@ -35,14 +36,37 @@ pub async fn contain(
     event: Value,
     extra: &[(&str, &str)],
 ) -> (Result<Report, String>, CallLog) {
+    contain_with(scenario, event, extra, None).await
+}
+
+/// Runs the handler as Lambda would, optionally through injected faults, and checks what must
+/// hold after every containment: nothing was deleted or terminated.
+pub async fn contain_with(
+    scenario: &Scenario,
+    event: Value,
+    extra: &[(&str, &str)],
+    faults: Option<&Faults>,
+) -> (Result<Report, String>, CallLog) {
     let log = CallLog::default();
+    let sdk = match faults {
+        Some(faults) => with_faults(&scenario.account.sdk, faults),
+        None => scenario.account.sdk.clone(),
+    };
     let deps = Deps {
-        clients: recorded_clients(&scenario.account.sdk, &log),
+        clients: recorded_clients(&sdk, &log),
         config: scenario.config(extra),
     };
     let result = handle(event, "request-1", &deps)
         .await
         .map_err(|e| e.to_string());
+    for call in log.calls() {
+        assert!(
+            !call.contains(".Delete")
+                && !call.contains(".Terminate")
+                && !call.contains(".DetachVolume"),
+            "containment never deletes or terminates anything: {call}"
+        );
+    }
     (result, log)
 }
 
@@ -243,16 +267,6 @@ async fn a_tagged_instance_is_cut_off_kept_and_recorded_in_every_respect() {
     expected.sort();
     assert_eq!(registered, expected);
     assert_eq!(original.classic_load_balancers, vec![clb.to_owned()]);
-
-    // Containment never deletes or terminates anything.
-    for call in log.calls() {
-        assert!(
-            !call.contains(".Delete")
-                && !call.contains(".Terminate")
-                && !call.contains(".DetachVolume"),
-            "{call}"
-        );
-    }
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! starts, a record of the calls the function makes, and scenarios (a small account built per
 //! test, with its own VPC and names so that tests can run in parallel on one emulator).
 
+pub mod faults;
 pub mod scenario;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,6 +39,12 @@ pub async fn sdk_config() -> SdkConfig {
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .load()
         .await
+}
+
+/// The same configuration (the function's own retries and timeouts), with its HTTP calls going
+/// through `faults`.
+pub fn with_faults(sdk: &SdkConfig, faults: &faults::Faults) -> SdkConfig {
+    sdk.to_builder().http_client(faults.client()).build()
 }
 
 /// A name no other test uses: the emulator is shared.

@@ -1,0 +1,186 @@
+//! A fault-injecting HTTP layer between the SDK and the emulator, for the conditions the emulator
+//! cannot produce (throttling, access denied, a call that hangs). Everything above the HTTP
+//! connector is the real code path: the SDK's retry and timeout policy, its error parsing, and
+//! the function's handling of the result. Calls that match no fault go to the emulator.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// An error answer from the service, with its HTTP status and AWS error code.
+    Error { status: u16, code: &'static str },
+    /// No answer at all, for longer than any timeout.
+    Hang,
+}
+
+#[derive(Debug)]
+struct Rule {
+    operation: &'static str,
+    fault: Fault,
+    /// How many more calls it applies to; `None` for all of them.
+    remaining: Option<u32>,
+    injected: u32,
+}
+
+/// The faults to inject, by operation name (`ModifyNetworkInterfaceAttribute`, `PutItem`, ...).
+#[derive(Clone, Debug, Default)]
+pub struct Faults(Arc<Mutex<Vec<Rule>>>);
+
+impl Faults {
+    /// Every call of `operation` fails with `code`.
+    pub fn deny(&self, operation: &'static str, code: &'static str) -> &Self {
+        self.add(operation, Fault::Error { status: 403, code }, None)
+    }
+
+    /// The next `times` calls of `operation` are throttled.
+    pub fn throttle(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
+        self.add(operation, Fault::Error { status: 503, code }, Some(times))
+    }
+
+    /// Every call of `operation` hangs.
+    pub fn hang(&self, operation: &'static str) -> &Self {
+        self.add(operation, Fault::Hang, None)
+    }
+
+    fn add(&self, operation: &'static str, fault: Fault, remaining: Option<u32>) -> &Self {
+        self.0.lock().unwrap().push(Rule {
+            operation,
+            fault,
+            remaining,
+            injected: 0,
+        });
+        self
+    }
+
+    /// How many calls of `operation` got a fault.
+    pub fn injected(&self, operation: &str) -> u32 {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.operation == operation)
+            .map(|r| r.injected)
+            .sum()
+    }
+
+    fn take(&self, operation: &str) -> Option<Fault> {
+        let mut rules = self.0.lock().unwrap();
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.operation == operation && r.remaining != Some(0))?;
+        if let Some(n) = rule.remaining.as_mut() {
+            *n -= 1;
+        }
+        rule.injected += 1;
+        Some(rule.fault.clone())
+    }
+
+    /// An HTTP client that injects these faults in front of the real one.
+    pub fn client(&self) -> SharedHttpClient {
+        SharedHttpClient::new(FaultClient {
+            inner: aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .build_https(),
+            faults: self.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FaultClient {
+    inner: SharedHttpClient,
+    faults: Faults,
+}
+
+impl HttpClient for FaultClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(FaultConnector {
+            inner: self.inner.http_connector(settings, components),
+            faults: self.faults.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FaultConnector {
+    inner: SharedHttpConnector,
+    faults: Faults,
+}
+
+/// The operation a request calls: the JSON protocols name it in `X-Amz-Target`, the query
+/// protocols (EC2, Auto Scaling, ELB, IAM) in the form body's `Action`.
+fn operation_of(request: &HttpRequest) -> String {
+    if let Some(target) = request.headers().get("x-amz-target") {
+        return target.rsplit('.').next().unwrap_or(target).to_owned();
+    }
+    let body = request.body().bytes().unwrap_or_default();
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The error body each protocol's parser expects.
+fn error_response(request: &HttpRequest, status: u16, code: &str) -> HttpResponse {
+    let message = format!("injected {code}");
+    let body_text =
+        String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).into_owned();
+    let (content_type, body) = if request.headers().get("x-amz-target").is_some() {
+        (
+            "application/x-amz-json-1.0",
+            format!(r#"{{"__type":"{code}","message":"{message}"}}"#),
+        )
+    } else if body_text.contains("Version=2016-11-15") {
+        (
+            "text/xml",
+            format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault</RequestID></Response>"),
+        )
+    } else {
+        (
+            "text/xml",
+            format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault</RequestId></ErrorResponse>"),
+        )
+    };
+    let mut response = HttpResponse::new(
+        StatusCode::try_from(status).expect("valid status"),
+        SdkBody::from(body),
+    );
+    response.headers_mut().insert("content-type", content_type);
+    response
+}
+
+impl HttpConnector for FaultConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let operation = operation_of(&request);
+        match self.faults.take(&operation) {
+            None => self.inner.call(request),
+            Some(Fault::Error { status, code }) => {
+                HttpConnectorFuture::ready(Ok(error_response(&request, status, code)))
+            }
+            Some(Fault::Hang) => HttpConnectorFuture::new(async move {
+                // Far past every timeout the SDK is given: the SDK must give up first.
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Err(ConnectorError::timeout(
+                    format!("{operation} hung for 600 s").into(),
+                ))
+            }),
+        }
+    }
+}
