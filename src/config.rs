@@ -58,6 +58,8 @@ pub struct Config {
     pub snapshot_volumes: bool,
     /// How many instances of one event are contained at the same time.
     pub max_concurrent_instances: usize,
+    /// The DynamoDB table of incident records (name or ARN).
+    pub incident_table: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,6 +83,7 @@ pub const ISOLATION_SECURITY_GROUP_NAME: &str = "ISOLATION_SECURITY_GROUP_NAME";
 pub const ISOLATION_INSTANCE_PROFILE: &str = "ISOLATION_INSTANCE_PROFILE";
 pub const SNAPSHOT_VOLUMES: &str = "SNAPSHOT_VOLUMES";
 pub const MAX_CONCURRENT_INSTANCES: &str = "MAX_CONCURRENT_INSTANCES";
+pub const INCIDENT_TABLE: &str = "INCIDENT_TABLE";
 
 impl Config {
     /// Reads the process environment.
@@ -109,6 +112,7 @@ impl Config {
                 get(MAX_CONCURRENT_INSTANCES, "10"),
                 1..=100,
             )?,
+            incident_table: table(lookup(INCIDENT_TABLE))?,
         })
     }
 }
@@ -230,6 +234,35 @@ fn is_profile_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 }
 
+fn table(value: Option<String>) -> Result<String, ConfigError> {
+    let variable = INCIDENT_TABLE;
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Err(ConfigError::Missing {
+            variable,
+            hint: " (the DynamoDB table of incident records; template.yaml creates it)",
+        });
+    };
+    let name = match value.strip_prefix("arn:") {
+        Some(rest) => rest
+            .rsplit_once(":table/")
+            .map(|(_, name)| name)
+            .unwrap_or(""),
+        None => value.as_str(),
+    };
+    let valid = (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !valid {
+        return Err(invalid(
+            variable,
+            &value,
+            "expected a table name (3 to 255 of A-Z a-z 0-9 _ . -) or a table ARN",
+        ));
+    }
+    Ok(value)
+}
+
 fn boolean(variable: &'static str, value: String) -> Result<bool, ConfigError> {
     match value.as_str() {
         "true" => Ok(true),
@@ -272,7 +305,11 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_the_profile_is_set() {
-        let config = config(&[(ISOLATION_INSTANCE_PROFILE, "isolation")]).unwrap();
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+        ])
+        .unwrap();
         assert_eq!(
             config.trigger,
             Trigger {
@@ -287,11 +324,21 @@ mod tests {
         );
         assert!(config.snapshot_volumes);
         assert_eq!(config.max_concurrent_instances, 10);
+        assert_eq!(config.incident_table, "incidents");
+    }
+
+    #[test]
+    fn a_missing_incident_table_names_the_variable() {
+        let err = config(&[(ISOLATION_INSTANCE_PROFILE, "isolation")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("INCIDENT_TABLE is required"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_missing_profile_names_the_variable() {
-        let err = config(&[]).unwrap_err();
+        let err = config(&[(INCIDENT_TABLE, "incidents")]).unwrap_err();
         assert!(matches!(
             err,
             ConfigError::Missing {
@@ -307,7 +354,7 @@ mod tests {
     #[test]
     fn a_profile_arn_with_a_path_is_accepted_and_its_name_is_the_last_segment() {
         let arn = "arn:aws:iam::123456789012:instance-profile/security/ec2-quarantine-isolation";
-        let config = config(&[(ISOLATION_INSTANCE_PROFILE, arn)]).unwrap();
+        let config = config(&[(ISOLATION_INSTANCE_PROFILE, arn), (INCIDENT_TABLE, "t-1")]).unwrap();
         assert_eq!(
             config.isolation_profile,
             InstanceProfileRef::Arn(arn.into())
@@ -346,9 +393,17 @@ mod tests {
             (SNAPSHOT_VOLUMES, "TRUE"),
             (MAX_CONCURRENT_INSTANCES, "0"),
             (MAX_CONCURRENT_INSTANCES, "many"),
+            (INCIDENT_TABLE, "x"),
+            (
+                INCIDENT_TABLE,
+                "arn:aws:dynamodb:us-east-1:123456789012:stream/x",
+            ),
         ];
         for (variable, value) in cases {
-            let mut vars = vec![(ISOLATION_INSTANCE_PROFILE, "isolation")];
+            let mut vars = vec![
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+            ];
             vars.retain(|(k, _)| k != variable);
             vars.push((variable, value));
             let err = config(&vars).expect_err(&format!("{variable}={value:?} must be rejected"));
@@ -363,6 +418,7 @@ mod tests {
     fn tag_key_and_value_keep_their_case() {
         let config = config(&[
             (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
             (QUARANTINE_TAG_KEY, "SecOps:Quarantine"),
             (QUARANTINE_TAG_VALUE, "Yes"),
             (SNAPSHOT_VOLUMES, "false"),

@@ -9,4 +9,5 @@ pub mod config;
 pub mod contain;
 pub mod event;
 pub mod handler;
+pub mod incident;
 pub mod report;

@@ -2,7 +2,7 @@
 //! instance looked like before. It is returned, logged as one JSON line, and carried by the
 //! error when the invocation fails, so a failed containment is never reported as a bare string.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aws::AwsError;
@@ -103,6 +103,7 @@ impl InstanceReport {
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     DescribeInstance,
+    RecordIncident,
     IsolationGroup,
     MoveNetworkInterfaces,
     ReplaceInstanceProfile,
@@ -147,7 +148,7 @@ pub struct StepReport {
     pub error: Option<AwsError>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     pub snapshot_id: String,
     pub volume_id: String,
@@ -168,7 +169,7 @@ pub struct OriginalState {
     pub already_isolated: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceGroups {
     pub network_interface_id: String,
     pub vpc_id: String,
@@ -176,7 +177,7 @@ pub struct InterfaceGroups {
     pub groups: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRegistration {
     pub target_group_arn: String,
     /// The instance id, or the interface address for an `ip` target group.

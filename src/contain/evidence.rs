@@ -28,11 +28,22 @@ pub struct EvidenceCut {
     pub snapshots: Vec<SnapshotRecord>,
 }
 
+/// Where earlier snapshots of this incident may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prior {
+    /// The incident was named just now by this invocation's claim: none can exist, and the
+    /// search for them (slow: a tag filter over every snapshot the account can see) is skipped.
+    None,
+    /// An earlier run may have taken some: look for them by tag first.
+    Possible,
+}
+
 pub async fn snapshot_volumes(
     clients: &Clients,
     facts: &InstanceFacts,
     incident: &str,
     enabled: bool,
+    prior: Prior,
 ) -> EvidenceCut {
     let started = Instant::now();
     let mut snapshots = Vec::new();
@@ -43,7 +54,7 @@ pub async fn snapshot_volumes(
             "no EBS volume attached (instance-store volumes cannot be snapshotted)",
         ))
     } else {
-        snapshot(clients, facts, incident, &mut snapshots).await
+        snapshot(clients, facts, incident, prior, &mut snapshots).await
     };
     EvidenceCut {
         report: step_report(Step::SnapshotVolumes, started, result),
@@ -90,9 +101,13 @@ async fn snapshot(
     clients: &Clients,
     facts: &InstanceFacts,
     incident: &str,
+    prior: Prior,
     records: &mut Vec<SnapshotRecord>,
 ) -> Result<StepResult, AwsError> {
-    let before = existing(clients, &facts.instance_id, incident).await?;
+    let before = match prior {
+        Prior::Possible => existing(clients, &facts.instance_id, incident).await?,
+        Prior::None => BTreeMap::new(),
+    };
     let covered = |volume_id: &str| before.contains_key(volume_id);
     let missing: Vec<&str> = facts
         .volumes
@@ -164,11 +179,11 @@ async fn snapshot(
         })
         .collect();
     records.extend(created.iter().cloned());
-    let after = existing(clients, &facts.instance_id, incident).await?;
+    let after = read_back(clients, &created).await?;
     let unreadable: Vec<&str> = missing
         .iter()
         .copied()
-        .filter(|v| !after.contains_key(*v))
+        .filter(|v| !after.contains(*v))
         .collect();
     if !unreadable.is_empty() {
         return Err(AwsError::local(
@@ -181,6 +196,31 @@ async fn snapshot(
         .map(|s| format!("{} of {}", s.snapshot_id, s.volume_id))
         .collect();
     Ok(StepResult::done(format!("created {}", ids.join(", "))))
+}
+
+/// The volumes of the snapshots just created that EC2 now shows, found by snapshot id.
+async fn read_back(
+    clients: &Clients,
+    created: &[SnapshotRecord],
+) -> Result<std::collections::BTreeSet<String>, AwsError> {
+    if created.is_empty() {
+        return Ok(Default::default());
+    }
+    let output = clients
+        .ec2
+        .describe_snapshots()
+        .set_snapshot_ids(Some(
+            created.iter().map(|s| s.snapshot_id.clone()).collect(),
+        ))
+        .send()
+        .await
+        .map_err(aws_err("DescribeSnapshots"))?;
+    Ok(output
+        .snapshots()
+        .iter()
+        .filter(|s| s.state().map(|s| s.as_str()) != Some("error"))
+        .filter_map(|s| s.volume_id().map(str::to_owned))
+        .collect())
 }
 
 fn tag(key: &str, value: &str) -> Tag {

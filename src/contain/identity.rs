@@ -111,34 +111,47 @@ async fn swap(
             .name(name)
             .build(),
     };
-    let detail = match current {
+    let changed = match current {
         Some(a) if isolation.matches_arn(&a.profile_arn) => {
             return Ok(StepResult::unchanged(format!(
                 "{} already has {}",
                 instance_id, a.profile_arn
             )))
         }
-        Some(a) => {
-            clients
-                .ec2
-                .replace_iam_instance_profile_association()
-                .association_id(&a.association_id)
-                .iam_instance_profile(spec)
-                .send()
-                .await
-                .map_err(aws_err("ReplaceIamInstanceProfileAssociation"))?;
-            format!("replaced {} with {}", a.profile_arn, isolation)
-        }
-        None => {
-            clients
-                .ec2
-                .associate_iam_instance_profile()
-                .instance_id(instance_id)
-                .iam_instance_profile(spec)
-                .send()
-                .await
-                .map_err(aws_err("AssociateIamInstanceProfile"))?;
-            format!("associated {isolation} (the instance had no profile)")
+        Some(a) => clients
+            .ec2
+            .replace_iam_instance_profile_association()
+            .association_id(&a.association_id)
+            .iam_instance_profile(spec)
+            .send()
+            .await
+            .map(|_| format!("replaced {} with {}", a.profile_arn, isolation))
+            .map_err(aws_err("ReplaceIamInstanceProfileAssociation")),
+        None => clients
+            .ec2
+            .associate_iam_instance_profile()
+            .instance_id(instance_id)
+            .iam_instance_profile(spec)
+            .send()
+            .await
+            .map(|_| format!("associated {isolation} (the instance had no profile)"))
+            .map_err(aws_err("AssociateIamInstanceProfile")),
+    };
+    let detail = match changed {
+        Ok(detail) => detail,
+        // A concurrent invocation may have swapped the profile between our read and our write
+        // (`IncorrectState`, or a stale association id): if the isolation profile is in place,
+        // the cut holds and that is all that matters.
+        Err(e) => {
+            return match current_association(clients, instance_id).await {
+                Ok(Some(a)) if isolation.matches_arn(&a.profile_arn) => {
+                    Ok(StepResult::unchanged(format!(
+                        "{} already has {} (set concurrently)",
+                        instance_id, a.profile_arn
+                    )))
+                }
+                _ => Err(e),
+            }
         }
     };
     match current_association(clients, instance_id).await? {

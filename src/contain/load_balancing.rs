@@ -22,8 +22,9 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::instance::InstanceFacts;
-use super::{step_report, StepResult};
+use super::{step_report, unrecorded, Recorder, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::incident::{ORIGINAL_CLASSIC_LOAD_BALANCERS, ORIGINAL_TARGET_GROUPS};
 use crate::report::{Step, StepReport, TargetRegistration};
 
 /// Target groups read at the same time; enough to hide latency without tripping throttling.
@@ -81,10 +82,14 @@ async fn registrations(
         .collect())
 }
 
-pub async fn deregister_target_groups(clients: &Clients, facts: &InstanceFacts) -> TargetGroupCut {
+pub async fn deregister_target_groups(
+    clients: &Clients,
+    facts: &InstanceFacts,
+    recorder: Option<Recorder<'_>>,
+) -> TargetGroupCut {
     let started = Instant::now();
     let mut original = Vec::new();
-    let result = deregister_all_targets(clients, facts, &mut original).await;
+    let result = deregister_all_targets(clients, facts, recorder, &mut original).await;
     TargetGroupCut {
         report: step_report(Step::DeregisterTargetGroups, started, result),
         original,
@@ -94,6 +99,7 @@ pub async fn deregister_target_groups(clients: &Clients, facts: &InstanceFacts) 
 async fn deregister_all_targets(
     clients: &Clients,
     facts: &InstanceFacts,
+    recorder: Option<Recorder<'_>>,
     original: &mut Vec<TargetRegistration>,
 ) -> Result<StepResult, AwsError> {
     let groups: Vec<_> = clients
@@ -135,6 +141,10 @@ async fn deregister_all_targets(
             port: t.port(),
         }));
     }
+    let remembered = match recorder {
+        Some(r) => r.remember(ORIGINAL_TARGET_GROUPS, &*original).await,
+        None => Ok(()),
+    };
     stream::iter(&registered)
         .map(|(arn, _, targets)| async move {
             clients
@@ -168,16 +178,23 @@ async fn deregister_all_targets(
             None => format!("{} ({})", r.target_group_arn, r.target_id),
         })
         .collect();
-    Ok(StepResult::done(format!(
-        "deregistered from {}",
-        names.join(", ")
-    )))
+    unrecorded(
+        Ok(StepResult::done(format!(
+            "deregistered from {}",
+            names.join(", ")
+        ))),
+        remembered,
+    )
 }
 
-pub async fn deregister_classic(clients: &Clients, instance_id: &str) -> ClassicCut {
+pub async fn deregister_classic(
+    clients: &Clients,
+    instance_id: &str,
+    recorder: Option<Recorder<'_>>,
+) -> ClassicCut {
     let started = Instant::now();
     let mut original = Vec::new();
-    let result = deregister_classic_inner(clients, instance_id, &mut original).await;
+    let result = deregister_classic_inner(clients, instance_id, recorder, &mut original).await;
     ClassicCut {
         report: step_report(Step::DeregisterClassicLoadBalancers, started, result),
         original,
@@ -213,6 +230,7 @@ async fn classic_balancers_with(
 async fn deregister_classic_inner(
     clients: &Clients,
     instance_id: &str,
+    recorder: Option<Recorder<'_>>,
     original: &mut Vec<String>,
 ) -> Result<StepResult, AwsError> {
     let names = classic_balancers_with(clients, instance_id, None).await?;
@@ -222,6 +240,10 @@ async fn deregister_classic_inner(
         ));
     }
     original.extend(names.iter().cloned());
+    let remembered = match recorder {
+        Some(r) => r.remember(ORIGINAL_CLASSIC_LOAD_BALANCERS, &names).await,
+        None => Ok(()),
+    };
     stream::iter(&names)
         .map(|name| async move {
             clients
@@ -250,8 +272,11 @@ async fn deregister_classic_inner(
             ),
         ));
     }
-    Ok(StepResult::done(format!(
-        "deregistered from {}",
-        names.join(", ")
-    )))
+    unrecorded(
+        Ok(StepResult::done(format!(
+            "deregistered from {}",
+            names.join(", ")
+        ))),
+        remembered,
+    )
 }

@@ -26,18 +26,61 @@ pub mod protection;
 pub mod scaling;
 pub mod tags;
 
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt};
+use serde::Serialize;
 
 use crate::aws::{AwsError, Clients};
 use crate::config::Config;
 use crate::event::ContainRequest;
+use crate::incident::{Claim, GroupRecord, IncidentStore, Lease, Observed, ProfileRecord, Record};
 use crate::report::{
-    InstanceOutcome, InstanceReport, OriginalState, Report, Status, Step, StepReport,
+    InstanceOutcome, InstanceReport, InterfaceGroups, OriginalState, Report, Status, Step,
+    StepReport,
 };
-use instance::DescribeError;
+use identity::Association;
+use instance::{DescribeError, InstanceFacts};
 use network::IsolationGroups;
+
+/// How long one invocation holds the right to snapshot an instance: past the function's timeout,
+/// so that a crashed holder's lease lapses before Lambda's next retry.
+const SNAPSHOT_LEASE_SECS: u64 = 15 * 60;
+
+/// Where a step records a piece of original state right before it changes it.
+#[derive(Clone, Copy)]
+pub struct Recorder<'a> {
+    store: &'a IncidentStore,
+    instance_id: &'a str,
+}
+
+impl Recorder<'_> {
+    pub async fn remember<T: Serialize>(
+        &self,
+        field: &'static str,
+        value: &T,
+    ) -> Result<(), AwsError> {
+        self.store.remember(self.instance_id, field, value).await
+    }
+}
+
+/// A change that went through although its original state could not be recorded: containment
+/// comes first, but the report must say that a release cannot restore it.
+pub(crate) fn unrecorded(
+    result: Result<StepResult, AwsError>,
+    remembered: Result<(), AwsError>,
+) -> Result<StepResult, AwsError> {
+    match (result, remembered) {
+        (Ok(done), Err(e)) => Err(AwsError {
+            message: format!(
+                "{}, but the original state was not recorded, so a release cannot restore it: {}",
+                done.detail, e.message
+            ),
+            ..e
+        }),
+        (result, _) => result,
+    }
+}
 
 /// What a step did, before it is timed and named in the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,52 +162,127 @@ pub async fn contain_all(
     invocation_id: &str,
 ) -> Report {
     let groups = IsolationGroups::new(&config.isolation_group_name);
-    let incident = request.event_id.as_deref().unwrap_or(invocation_id);
+    let store = IncidentStore::new(clients.dynamodb.clone(), &config.incident_table);
+    let invocation = Invocation {
+        clients,
+        config,
+        groups: &groups,
+        store: &store,
+        incident: request.event_id.as_deref().unwrap_or(invocation_id),
+        invocation_id,
+        reason: &request.reason,
+    };
     let instances = stream::iter(&request.instance_ids)
-        .map(|id| contain_one(clients, config, &groups, id, incident, &request.reason))
+        .map(|id| contain_one(&invocation, id))
         .buffered(config.max_concurrent_instances)
         .collect()
         .await;
     Report::from_instances(request.reason.clone(), instances)
 }
 
-async fn contain_one(
-    clients: &Clients,
-    config: &Config,
-    groups: &IsolationGroups,
-    instance_id: &str,
-    incident: &str,
-    reason: &str,
-) -> InstanceReport {
+/// What every instance of one invocation shares.
+struct Invocation<'a> {
+    clients: &'a Clients,
+    config: &'a Config,
+    groups: &'a IsolationGroups,
+    store: &'a IncidentStore,
+    /// The incident a first claim names: the event id, or the invocation's.
+    incident: &'a str,
+    invocation_id: &'a str,
+    reason: &'a str,
+}
+
+async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport {
+    let clients = inv.clients;
     let started = Instant::now();
     // 1. One round trip of reads.
     let (described, association, ()) = tokio::join!(
         instance::describe(clients, instance_id),
         identity::current_association(clients, instance_id),
-        groups.prefetch(clients),
+        inv.groups.prefetch(clients),
     );
     let facts = match described {
         Ok(facts) => facts,
         Err(e) => return rejected(instance_id, started, e),
     };
-    // An instance already quarantined keeps its incident, so a later event for it finds the
-    // snapshots the first one took.
-    let incident = facts
-        .tags
-        .get(tags::INCIDENT)
-        .map(String::as_str)
-        .unwrap_or(incident);
 
-    // 2. Everything else at once.
+    // 2. The claim, before any change: the original state as read, or the record already there.
+    let claimed_at = Instant::now();
+    let observed = observe(inv, &facts, association.as_ref().ok());
+    let claim = inv
+        .store
+        .claim(&Record {
+            instance_id: instance_id.to_owned(),
+            // An instance tagged by an earlier containment without a record keeps its incident.
+            incident: facts
+                .tags
+                .get(tags::INCIDENT)
+                .cloned()
+                .unwrap_or_else(|| inv.incident.to_owned()),
+            status: "containing".to_owned(),
+            claimed_by: inv.invocation_id.to_owned(),
+            claimed_at: now_rfc3339(),
+            reason: inv.reason.to_owned(),
+            interfaces: observed.interfaces.clone(),
+            profile: observed.profile.clone(),
+            ..Record::default()
+        })
+        .await;
+    let (incident, claim_result, recorder) = match &claim {
+        Ok(Claim::New(record)) => (
+            record.incident.clone(),
+            Ok(StepResult::done(format!(
+                "claimed for incident {}",
+                record.incident
+            ))),
+            Some(Recorder {
+                store: inv.store,
+                instance_id,
+            }),
+        ),
+        Ok(Claim::Existing(record)) => (
+            record.incident.clone(),
+            Ok(StepResult::unchanged(format!(
+                "claimed at {} by {} for incident {}",
+                record.claimed_at, record.claimed_by, record.incident
+            ))),
+            Some(Recorder {
+                store: inv.store,
+                instance_id,
+            }),
+        ),
+        // Containment goes ahead without the record; the failure is reported and retried.
+        Err(e) => (
+            facts
+                .tags
+                .get(tags::INCIDENT)
+                .cloned()
+                .unwrap_or_else(|| inv.incident.to_owned()),
+            Err(e.clone()),
+            None,
+        ),
+    };
+    let claim_ms = claimed_at.elapsed();
+    let prior = match &claim {
+        Ok(Claim::New(_)) if !facts.tags.contains_key(tags::INCIDENT) => evidence::Prior::None,
+        _ => evidence::Prior::Possible,
+    };
+
+    // 3. Everything else at once.
     let (network, identity, scaling, target_groups, classic, protected, kept, evidence) = tokio::join!(
-        network::isolate(clients, groups, &facts),
-        identity::replace_profile(clients, &config.isolation_profile, instance_id, association),
-        scaling::detach(clients, instance_id),
-        load_balancing::deregister_target_groups(clients, &facts),
-        load_balancing::deregister_classic(clients, instance_id),
+        network::isolate(clients, inv.groups, &facts),
+        identity::replace_profile(
+            clients,
+            &inv.config.isolation_profile,
+            instance_id,
+            association
+        ),
+        scaling::detach(clients, instance_id, recorder),
+        load_balancing::deregister_target_groups(clients, &facts, recorder),
+        load_balancing::deregister_classic(clients, instance_id, recorder),
         protection::protect_instance(clients, &facts),
         protection::keep_volumes(clients, &facts),
-        evidence::snapshot_volumes(clients, &facts, incident, config.snapshot_volumes),
+        snapshots(inv, &facts, &incident, recorder.is_some(), prior),
     );
 
     let mut steps = vec![
@@ -182,36 +300,176 @@ async fn contain_one(
     if identity.original.is_none() {
         already_isolated.push("instance-profile".to_owned());
     }
-    let original = OriginalState {
+    let observed = Observed {
+        auto_scaling_group: scaling
+            .original_group
+            .clone()
+            .map(|name| GroupRecord { name: Some(name) }),
+        target_groups: (!target_groups.original.is_empty()).then(|| target_groups.original.clone()),
+        classic_load_balancers: (!classic.original.is_empty()).then(|| classic.original.clone()),
+        ..observed
+    };
+    let in_memory = OriginalState {
         network_interfaces: network.original,
         instance_profile_arn: identity.original.flatten(),
         auto_scaling_group: scaling.original_group,
         target_groups: target_groups.original,
         classic_load_balancers: classic.original,
-        already_isolated,
+        already_isolated: already_isolated.clone(),
     };
 
-    // 3. The tags say how it ended, so they come last.
+    // 4. The tags and the record say how it ended, so they come last.
     let outcome = outcome_of(&steps);
-    let wanted = tags::desired(
-        &facts.tags,
-        outcome,
-        incident,
-        reason,
-        &steps,
-        &now_rfc3339(),
-    );
-    steps.push(tags::tag_instance(clients, &facts, &wanted).await);
+    let now = now_rfc3339();
+    let wanted = tags::desired(&facts.tags, outcome, &incident, inv.reason, &steps, &now);
+    let status = tags::status_value(outcome);
+    let (tagged, finished) = tokio::join!(tags::tag_instance(clients, &facts, &wanted), async {
+        match recorder {
+            Some(_) => Some(inv.store.finish(instance_id, status, &now, &observed).await),
+            None => None,
+        }
+    });
+    steps.push(tagged);
+    let (record_result, original) = match finished {
+        Some(Ok(record)) => (
+            claim_result,
+            OriginalState {
+                already_isolated,
+                ..record.original()
+            },
+        ),
+        Some(Err(e)) => (Err(e), in_memory),
+        None => (claim_result, in_memory),
+    };
+    let mut record_step = step_report(Step::RecordIncident, Instant::now(), record_result);
+    record_step.ms = claim_ms.as_millis() as u64;
+    steps.insert(0, record_step);
 
     InstanceReport {
         instance_id: instance_id.to_owned(),
         vpc_id: facts.vpc_id.clone(),
         outcome: outcome_of(&steps),
-        incident: Some(incident.to_owned()),
+        incident: Some(incident),
         steps,
         snapshots: evidence.snapshots,
         original: Some(original),
         metadata: facts.metadata,
+    }
+}
+
+/// The original state round trip 1 shows, less what is already isolated: a re-run must never
+/// record the isolated state as the original.
+fn observe(
+    inv: &Invocation<'_>,
+    facts: &InstanceFacts,
+    association: Option<&Option<Association>>,
+) -> Observed {
+    let interfaces: Vec<InterfaceGroups> = facts
+        .interfaces
+        .iter()
+        .filter(|eni| {
+            inv.groups
+                .known(&eni.vpc_id)
+                .is_none_or(|group| eni.groups != [group])
+        })
+        .map(|eni| InterfaceGroups {
+            network_interface_id: eni.id.clone(),
+            vpc_id: eni.vpc_id.clone(),
+            private_ip_addresses: eni.private_ips.clone(),
+            groups: eni.groups.clone(),
+        })
+        .collect();
+    let profile = match association {
+        Some(Some(a)) if inv.config.isolation_profile.matches_arn(&a.profile_arn) => None,
+        Some(current) => Some(ProfileRecord {
+            arn: current.as_ref().map(|a| a.profile_arn.clone()),
+        }),
+        None => None,
+    };
+    Observed {
+        interfaces: (!interfaces.is_empty()).then_some(interfaces),
+        profile,
+        ..Observed::default()
+    }
+}
+
+/// Snapshots under the record's lease, so that concurrent invocations for one instance take one
+/// set between them. Without a record (the claim failed) they are taken anyway: evidence comes
+/// before the lock, and the snapshot tags still keep one set per incident.
+async fn snapshots(
+    inv: &Invocation<'_>,
+    facts: &InstanceFacts,
+    incident: &str,
+    recorded: bool,
+    prior: evidence::Prior,
+) -> evidence::EvidenceCut {
+    let enabled = inv.config.snapshot_volumes;
+    if !enabled || facts.volumes.is_empty() || !recorded {
+        return evidence::snapshot_volumes(inv.clients, facts, incident, enabled, prior).await;
+    }
+    let started = Instant::now();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let lease = inv
+        .store
+        .take_snapshot_lease(
+            &facts.instance_id,
+            inv.invocation_id,
+            now,
+            SNAPSHOT_LEASE_SECS,
+        )
+        .await;
+    match lease {
+        Ok(Lease::Held) | Ok(Lease::NoRecord) | Err(_) => {
+            let cut =
+                evidence::snapshot_volumes(inv.clients, facts, incident, enabled, prior).await;
+            if cut.report.status == Status::Failed {
+                // Best effort: if this fails too, the lease lapses on its own.
+                let _ = inv
+                    .store
+                    .release_snapshot_lease(&facts.instance_id, inv.invocation_id)
+                    .await;
+            } else if !cut.snapshots.is_empty() {
+                if let Err(e) = inv
+                    .store
+                    .record_snapshots(&facts.instance_id, &cut.snapshots)
+                    .await
+                {
+                    return evidence::EvidenceCut {
+                        report: step_report(
+                            Step::SnapshotVolumes,
+                            started,
+                            unrecorded(Ok(StepResult::done(cut.report.detail.clone())), Err(e)),
+                        ),
+                        snapshots: cut.snapshots,
+                    };
+                }
+            }
+            cut
+        }
+        Ok(Lease::Done(snapshots)) => evidence::EvidenceCut {
+            report: step_report(
+                Step::SnapshotVolumes,
+                started,
+                Ok(StepResult::unchanged(format!(
+                    "{} snapshot(s) already taken for incident {incident}",
+                    snapshots.len()
+                ))),
+            ),
+            snapshots,
+        },
+        Ok(Lease::HeldByOther { holder }) => evidence::EvidenceCut {
+            report: step_report(
+                Step::SnapshotVolumes,
+                started,
+                Ok(StepResult::skipped(format!(
+                    "invocation {holder} is taking the snapshots for incident {incident}"
+                ))),
+            ),
+            snapshots: Vec::new(),
+        },
     }
 }
 

@@ -72,6 +72,14 @@ impl IsolationGroups {
             .await;
     }
 
+    /// The id of `vpc_id`'s isolation group as the prefetch found it, if it existed then.
+    pub fn known(&self, vpc_id: &str) -> Option<String> {
+        match self.by_name.get() {
+            Some(Ok(by_vpc)) => by_vpc.get(vpc_id)?.group_id().map(str::to_owned),
+            _ => None,
+        }
+    }
+
     /// The isolation group of `vpc_id`, found, created or stripped of its rules; once per VPC
     /// per invocation.
     pub async fn ensure(&self, clients: &Clients, vpc_id: &str) -> Result<EnsuredGroup, AwsError> {

@@ -10,8 +10,9 @@
 
 use std::time::Instant;
 
-use super::{step_report, StepResult};
+use super::{step_report, unrecorded, Recorder, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::incident::{GroupRecord, ORIGINAL_AUTO_SCALING_GROUP};
 use crate::report::{Step, StepReport};
 
 pub struct ScalingCut {
@@ -48,7 +49,11 @@ async fn membership(clients: &Clients, instance_id: &str) -> Result<Option<Strin
         .find_map(|i| i.auto_scaling_group_name().map(str::to_owned)))
 }
 
-pub async fn detach(clients: &Clients, instance_id: &str) -> ScalingCut {
+pub async fn detach(
+    clients: &Clients,
+    instance_id: &str,
+    recorder: Option<Recorder<'_>>,
+) -> ScalingCut {
     let started = Instant::now();
     let group = match membership(clients, instance_id).await {
         Ok(group) => group,
@@ -69,7 +74,16 @@ pub async fn detach(clients: &Clients, instance_id: &str) -> ScalingCut {
             original_group: None,
         };
     };
-    let result = detach_from(clients, instance_id, &group).await;
+    let remembered = match recorder {
+        Some(r) => {
+            let record = GroupRecord {
+                name: Some(group.clone()),
+            };
+            r.remember(ORIGINAL_AUTO_SCALING_GROUP, &record).await
+        }
+        None => Ok(()),
+    };
+    let result = unrecorded(detach_from(clients, instance_id, &group).await, remembered);
     ScalingCut {
         report: step_report(Step::DetachAutoScaling, started, result),
         original_group: Some(group),

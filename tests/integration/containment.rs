@@ -3,9 +3,9 @@ use ec2_quarantine::handler::{handle, Deps};
 use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
 use serde_json::{json, Value};
 
-use crate::support::faults::Faults;
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, with_faults, CallLog};
+use crate::support::{recorded_clients, CallLog};
+use aws_config::SdkConfig;
 
 pub fn trigger_event(instance_ids: &[&str]) -> Value {
     let resources: Vec<String> = instance_ids
@@ -36,27 +36,25 @@ pub async fn contain(
     event: Value,
     extra: &[(&str, &str)],
 ) -> (Result<Report, String>, CallLog) {
-    contain_with(scenario, event, extra, None).await
+    contain_with(scenario, event, extra, &scenario.account.sdk).await
 }
 
-/// Runs the handler as Lambda would, optionally through injected faults, and checks what must
-/// hold after every containment: nothing was deleted or terminated.
+/// Runs the handler as Lambda would, with its clients built from `sdk` (through injected
+/// faults, say), and checks what must hold after every containment: nothing was deleted or
+/// terminated.
 pub async fn contain_with(
     scenario: &Scenario,
     event: Value,
     extra: &[(&str, &str)],
-    faults: Option<&Faults>,
+    sdk: &SdkConfig,
 ) -> (Result<Report, String>, CallLog) {
     let log = CallLog::default();
-    let sdk = match faults {
-        Some(faults) => with_faults(&scenario.account.sdk, faults),
-        None => scenario.account.sdk.clone(),
-    };
     let deps = Deps {
-        clients: recorded_clients(&sdk, &log),
+        clients: recorded_clients(sdk, &log),
         config: scenario.config(extra),
     };
-    let result = handle(event, "request-1", &deps)
+    // Each call is its own Lambda invocation, with its own request id.
+    let result = handle(event, &crate::support::unique("request"), &deps)
         .await
         .map_err(|e| e.to_string());
     for call in log.calls() {
@@ -273,7 +271,7 @@ async fn a_tagged_instance_is_cut_off_kept_and_recorded_in_every_respect() {
 async fn containing_the_same_instance_twice_changes_nothing_the_second_time() {
     let s = Scenario::build(Options::everything()).await;
     let (first, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
-    first.expect("first containment succeeds");
+    let first = first.expect("first containment succeeds");
     let snapshots_before = s.account.snapshots_of(&s.instance_id).await;
 
     // A new event for the same instance, as when someone tags it again.
@@ -295,21 +293,32 @@ async fn containing_the_same_instance_twice_changes_nothing_the_second_time() {
         snapshots_before,
         "no second set of snapshots"
     );
+    // Only the incident record's own bookkeeping is written; nothing in the account changes.
     let mutating: Vec<String> = log
         .calls()
         .into_iter()
-        .filter(|c| !c.contains(".Describe"))
+        .filter(|c| !c.contains(".Describe") && !c.starts_with("DynamoDB."))
         .collect();
     assert!(
         mutating.is_empty(),
         "the second run changes nothing: {mutating:?}"
     );
-    let original = report.instances[0].original.as_ref().unwrap();
-    assert!(
-        original.network_interfaces.is_empty(),
-        "the isolated state is not recorded as original"
+    assert_eq!(report.instances[0].incident, first.instances[0].incident);
+
+    // The original state is the first run's, not the isolated state the second run saw.
+    let original = report.instances[0].original.clone().unwrap();
+    let first_original = first.instances[0].original.clone().unwrap();
+    assert_eq!(
+        original.network_interfaces,
+        first_original.network_interfaces
     );
-    assert_eq!(original.instance_profile_arn, None);
+    assert_eq!(original.instance_profile_arn, s.original_profile_arn);
+    assert_eq!(original.auto_scaling_group, s.auto_scaling_group);
+    assert_eq!(original.target_groups, first_original.target_groups);
+    assert_eq!(
+        original.classic_load_balancers,
+        first_original.classic_load_balancers
+    );
 }
 
 #[tokio::test]

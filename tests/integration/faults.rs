@@ -4,6 +4,7 @@ use serde_json::Value;
 use crate::containment::{contain, contain_with, trigger_event};
 use crate::support::faults::Faults;
 use crate::support::scenario::{Options, Scenario};
+use crate::support::with_faults;
 
 /// The report carried by a failed invocation.
 fn failed_report(result: Result<ec2_quarantine::report::Report, String>) -> Value {
@@ -44,7 +45,13 @@ async fn throttling_is_absorbed_by_the_sdks_retries_and_containment_completes() 
         .throttle("ModifyNetworkInterfaceAttribute", "RequestLimitExceeded", 2)
         .throttle("DetachInstances", "Throttling", 2)
         .throttle("DescribeTargetHealth", "Throttling", 2);
-    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
     let report = result.expect("containment completes despite throttling");
     assert_eq!(report.outcome, Outcome::Contained);
     for operation in [
@@ -81,8 +88,13 @@ async fn access_denied_on_a_non_critical_step_fails_it_with_the_aws_code_and_the
         let s = Scenario::build(Options::everything()).await;
         let faults = Faults::default();
         faults.deny(operation, code);
-        let (result, _) =
-            contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+        let (result, _) = contain_with(
+            &s,
+            trigger_event(&[&s.instance_id]),
+            &[],
+            &with_faults(&s.account.sdk, &faults),
+        )
+        .await;
         let report = failed_report(result);
         assert_eq!(report["instances"][0]["outcome"], "partial", "{operation}");
         let failed = step(&report, step_name);
@@ -102,7 +114,13 @@ async fn a_denied_detach_reports_the_evidence_at_risk() {
     .await;
     let faults = Faults::default();
     faults.deny("DetachInstances", "AccessDenied");
-    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
     let report = failed_report(result);
     let detail = step(&report, "detach-auto-scaling")["detail"]
         .as_str()
@@ -120,7 +138,13 @@ async fn a_failed_network_cut_says_not_contained_and_every_other_step_still_runs
     .await;
     let faults = Faults::default();
     faults.deny("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation");
-    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
     let report = failed_report(result);
     assert_eq!(report["instances"][0]["outcome"], "not_contained");
     assert_eq!(step(&report, "move-network-interfaces")["status"], "failed");
@@ -161,7 +185,13 @@ async fn a_failed_credential_cut_says_not_contained_and_every_other_step_still_r
         "ReplaceIamInstanceProfileAssociation",
         "UnauthorizedOperation",
     );
-    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
     let report = failed_report(result);
     assert_eq!(report["instances"][0]["outcome"], "not_contained");
     let failed = step(&report, "replace-instance-profile");
@@ -180,7 +210,13 @@ async fn a_hanging_call_is_abandoned_by_the_timeouts_and_reported_never_a_silent
     let s = Scenario::build(Options::everything()).await;
     let faults = Faults::default();
     faults.hang("DescribeTargetHealth");
-    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
     let report = failed_report(result);
     let failed = step(&report, "deregister-target-groups");
     assert_eq!(failed["status"], "failed");
@@ -208,7 +244,13 @@ async fn a_rerun_after_a_half_done_containment_completes_the_rest() {
             "UnauthorizedOperation",
         )
         .deny("CreateSnapshots", "UnauthorizedOperation");
-    let (first, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], Some(&faults)).await;
+    let (first, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
     failed_report(first);
 
     // Lambda's retry delivers the same event again, now without the faults.

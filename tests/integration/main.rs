@@ -12,7 +12,11 @@ mod faults;
 mod identity;
 /// Events that must not lead to a single AWS call, and instances that must not be changed.
 mod input;
+/// Fifty instances at once: in one event, and as fifty concurrent invocations.
+mod load;
 /// The isolation group: per VPC, created once, stripped, raced for.
 mod network;
+/// The durable incident record: the claim, the original state, convergence of concurrent runs.
+mod record;
 /// The files in events/, each parsed to the decision events/README.md promises (no emulator).
 mod sample_events;

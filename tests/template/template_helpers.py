@@ -261,6 +261,8 @@ def sample_value(template, value) -> str:
                 return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{sample_value(template, props['LogGroupName'])}:*"
             if t == "AWS::Events::Rule":
                 return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{STACK}-{name}-ABC123"
+            if t == "AWS::DynamoDB::Table":
+                return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-{name}-ABC123"
         raise AssertionError(f"no sample for GetAtt {name}.{attr} ({t})")
     if isinstance(value, dict) and "Fn::Sub" in value:
         variables = stack_name_sub_vars(template)

@@ -43,6 +43,7 @@ ENV_CONTRACT = {
     "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
     "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
     "ISOLATION_INSTANCE_PROFILE": (None, None),
+    "INCIDENT_TABLE": (None, None),
 }
 
 # Every AWS call the function makes (the brief's list). The role must allow exactly these.
@@ -63,6 +64,7 @@ FUNCTION_ACTIONS = {
     "ec2:DescribeInstanceAttribute",
     "ec2:CreateSnapshots",
     "ec2:DescribeSnapshots",
+    "ec2:DescribeTags",
     "ec2:CreateTags",
     "iam:PassRole",
     "autoscaling:DescribeAutoScalingInstances",
@@ -75,6 +77,9 @@ FUNCTION_ACTIONS = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
     "sqs:SendMessage",
+    "dynamodb:PutItem",
+    "dynamodb:GetItem",
+    "dynamodb:UpdateItem",
 }
 
 # Calls that must never be in the function's role even though they sound related.
@@ -85,6 +90,8 @@ FORBIDDEN_ACTIONS = {
     "ec2:DeleteSnapshot",
     "ec2:AuthorizeSecurityGroupEgress",
     "ec2:DeleteSecurityGroup",
+    "dynamodb:DeleteItem",
+    "dynamodb:DeleteTable",
 }
 
 

@@ -20,6 +20,8 @@ use ec2_quarantine::aws::{config_loader, Clients};
 use ec2_quarantine::config::Config;
 
 pub const REGION: &str = "us-east-1";
+/// The incident table every test shares; records are keyed by instance id, which never repeat.
+pub const INCIDENT_TABLE: &str = "ec2-quarantine-incidents";
 
 /// The emulator's address, set by `scripts/test.sh`.
 pub fn endpoint() -> String {
@@ -31,14 +33,51 @@ pub fn endpoint() -> String {
     })
 }
 
-/// The SDK configuration the function itself uses (retries, timeouts), pointed at the emulator.
+/// The SDK configuration the function itself uses (retries, timeouts), pointed at the emulator,
+/// with the incident table in place.
 pub async fn sdk_config() -> SdkConfig {
-    config_loader()
+    let sdk = config_loader()
         .endpoint_url(endpoint())
         .region(aws_config::Region::new(REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .load()
-        .await
+        .await;
+    static TABLE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    TABLE.get_or_init(|| create_incident_table(&sdk)).await;
+    sdk
+}
+
+/// The table as template.yaml defines it: one item per instance.
+async fn create_incident_table(sdk: &SdkConfig) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let created = aws_sdk_dynamodb::Client::new(sdk)
+        .create_table()
+        .table_name(INCIDENT_TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("instance_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("instance_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await;
+    if let Err(e) = created {
+        let in_use = e
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_in_use_exception());
+        assert!(in_use, "cannot create the incident table: {e:?}");
+    }
 }
 
 /// The same configuration (the function's own retries and timeouts), with its HTTP calls going
@@ -120,15 +159,21 @@ pub fn recorded_clients(sdk: &SdkConfig, log: &CallLog) -> Clients {
                 .interceptor(log.clone())
                 .build(),
         ),
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(log.clone())
+                .build(),
+        ),
     }
 }
 
-/// The function's configuration for a test: `vars` over the defaults.
+/// The function's configuration for a test: `vars` over the defaults and the test table.
 pub fn config(vars: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| {
         vars.iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
+            .or_else(|| (name == "INCIDENT_TABLE").then(|| INCIDENT_TABLE.to_owned()))
     })
     .expect("test configuration is valid")
 }

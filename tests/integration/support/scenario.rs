@@ -18,6 +18,7 @@ pub struct Account {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub elb: aws_sdk_elasticloadbalancing::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl Account {
@@ -29,6 +30,7 @@ impl Account {
             autoscaling: aws_sdk_autoscaling::Client::new(&sdk),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
             elb: aws_sdk_elasticloadbalancing::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sdk,
         }
     }
@@ -442,6 +444,60 @@ impl Scenario {
             classic_load_balancer,
             isolation_group_name: "ec2-quarantine-isolation".to_owned(),
         }
+    }
+
+    /// `count` plain instances in one VPC (one interface, one volume each), for load tests.
+    pub async fn fleet(count: i32) -> (Self, Vec<String>) {
+        let account = Account::new().await;
+        let vpc_id = account.vpc("10.40.0.0/16").await;
+        let subnet_id = account.subnet(&vpc_id, "10.40.0.0/20").await;
+        let app_group = account.app_group(&vpc_id).await;
+        let isolation_profile = account.instance_profile("isolation").await;
+        let launched = account
+            .ec2
+            .run_instances()
+            .image_id("ami-0123456789abcdef0")
+            .instance_type(InstanceType::T3Micro)
+            .min_count(count)
+            .max_count(count)
+            // Groups on the interface, not the instance: the emulator adds instance-level
+            // groups to every interface's groups forever, so a moved interface would never
+            // read back as moved (AWS replaces them).
+            .network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .subnet_id(&subnet_id)
+                    .groups(&app_group)
+                    .build(),
+            )
+            .block_device_mappings(volume("/dev/sda1", 8))
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<String> = launched
+            .instances()
+            .iter()
+            .map(|i| i.instance_id().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), count as usize);
+        let scenario = Self {
+            account,
+            vpc_id,
+            subnet_id,
+            other_vpc_id: None,
+            instance_id: ids[0].clone(),
+            interfaces: Vec::new(),
+            app_groups: vec![app_group],
+            volumes: Vec::new(),
+            original_profile_arn: None,
+            isolation_profile,
+            auto_scaling_group: None,
+            target_groups: Vec::new(),
+            ip_target_group: None,
+            classic_load_balancer: None,
+            isolation_group_name: "ec2-quarantine-isolation".to_owned(),
+        };
+        (scenario, ids)
     }
 
     /// The function's configuration for this scenario, `extra` over it.

@@ -1,0 +1,172 @@
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ec2_quarantine::report::{Status, Step};
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::containment::{contain, trigger_event};
+use crate::support::scenario::{Options, Scenario};
+use crate::support::INCIDENT_TABLE;
+
+/// The incident record as DynamoDB holds it.
+async fn record(s: &Scenario, instance_id: &str) -> HashMap<String, AttributeValue> {
+    s.account
+        .dynamodb
+        .get_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", AttributeValue::S(instance_id.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .cloned()
+        .unwrap_or_else(|| panic!("no incident record for {instance_id}"))
+}
+
+fn json_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Value {
+    serde_json::from_str(item[name].as_s().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_record_holds_the_original_state_before_any_change_and_a_rerun_keeps_it() {
+    let s = Scenario::build(Options::everything()).await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .unwrap();
+    let item = record(&s, &s.instance_id).await;
+    assert_eq!(item["status"].as_s().unwrap(), "contained");
+    let interfaces = json_attr(&item, "original_interfaces");
+    let groups: Vec<Vec<String>> = interfaces
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| serde_json::from_value(i["groups"].clone()).unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        vec![vec![s.app_groups[0].clone()], s.app_groups.clone()]
+    );
+    assert_eq!(
+        json_attr(&item, "original_profile")["arn"].as_str(),
+        s.original_profile_arn.as_deref()
+    );
+    assert_eq!(
+        json_attr(&item, "original_auto_scaling_group")["name"].as_str(),
+        s.auto_scaling_group.as_deref()
+    );
+    assert_eq!(
+        json_attr(&item, "original_target_groups")
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        json_attr(&item, "original_classic_load_balancers"),
+        serde_json::json!([s.classic_load_balancer.clone().unwrap()])
+    );
+    assert_eq!(
+        json_attr(&item, "snapshots").as_array().unwrap().len(),
+        s.volumes.len()
+    );
+
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .unwrap();
+    let again = record(&s, &s.instance_id).await;
+    for field in [
+        "incident",
+        "claimed_by",
+        "original_interfaces",
+        "original_profile",
+        "original_auto_scaling_group",
+        "original_target_groups",
+        "original_classic_load_balancers",
+        "snapshots",
+    ] {
+        assert_eq!(again[field], item[field], "{field} is never overwritten");
+    }
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_at_once_converges_on_one_group_snapshot_set_and_record() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let event = trigger_event(&[&s.instance_id]);
+    let runs = join_all((0..2).map(|_| contain(&s, event.clone(), &[]))).await;
+    for (result, _) in &runs {
+        result.as_ref().expect("both deliveries succeed");
+    }
+    s.isolation_group().await;
+    let snapshots = s.account.snapshots_of(&s.instance_id).await;
+    assert_eq!(
+        snapshots.len(),
+        s.volumes.len(),
+        "one snapshot set: {snapshots:?}"
+    );
+    let item = record(&s, &s.instance_id).await;
+    assert_eq!(
+        json_attr(&item, "snapshots").as_array().unwrap().len(),
+        s.volumes.len()
+    );
+    assert_eq!(
+        s.account
+            .tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("contained")
+    );
+    assert_eq!(
+        s.account
+            .tag_of(&s.instance_id, "ec2-quarantine:incident")
+            .await
+            .as_deref(),
+        item["incident"].as_s().ok().map(String::as_str)
+    );
+}
+
+#[tokio::test]
+async fn two_different_events_for_one_instance_at_once_share_one_incident() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    let first = trigger_event(&[&s.instance_id]);
+    let second = trigger_event(&[&s.instance_id]);
+    assert_ne!(first["id"], second["id"]);
+    let (a, b) = tokio::join!(contain(&s, first, &[]), contain(&s, second, &[]));
+    let (a, b) = (a.0.expect("first succeeds"), b.0.expect("second succeeds"));
+    assert_eq!(
+        a.instances[0].incident, b.instances[0].incident,
+        "one incident"
+    );
+    s.isolation_group().await;
+    assert_eq!(
+        s.account.snapshots_of(&s.instance_id).await.len(),
+        s.volumes.len()
+    );
+    let item = record(&s, &s.instance_id).await;
+    assert_eq!(
+        item["incident"].as_s().ok(),
+        a.instances[0].incident.as_ref()
+    );
+    // Exactly one of the two took the snapshots; the other found them or saw them being taken.
+    let took: Vec<Status> = [&a, &b]
+        .iter()
+        .map(|r| r.instances[0].step(Step::SnapshotVolumes).unwrap().status)
+        .collect();
+    assert_eq!(
+        took.iter().filter(|s| **s == Status::Done).count(),
+        1,
+        "{took:?}"
+    );
+}
