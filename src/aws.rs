@@ -18,6 +18,7 @@ pub struct Clients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub elb: aws_sdk_elasticloadbalancing::Client,
+    pub iam: aws_sdk_iam::Client,
 }
 
 impl Clients {
@@ -27,6 +28,7 @@ impl Clients {
             autoscaling: aws_sdk_autoscaling::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             elb: aws_sdk_elasticloadbalancing::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
         }
     }
 }

@@ -50,6 +50,19 @@ impl fmt::Display for InstanceProfileRef {
     }
 }
 
+/// What `revoke-credentials` denies on the role of the instance's original profile
+/// (`REVOKE_INSTANCE_CREDENTIALS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialRevocation {
+    /// `false`: the credentials the instance already holds stay valid until they expire.
+    Off,
+    /// `true`: only credentials delivered to the quarantined instances (`ec2:SourceInstanceARN`).
+    Instance,
+    /// `role-wide`: also every session of the role issued before now (`aws:TokenIssueTime`),
+    /// whoever holds it: other workloads of the role lose their current credentials too.
+    RoleWide,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub trigger: Trigger,
@@ -58,6 +71,7 @@ pub struct Config {
     pub snapshot_volumes: bool,
     /// How many instances of one event are contained at the same time.
     pub max_concurrent_instances: usize,
+    pub revoke_credentials: CredentialRevocation,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,6 +95,7 @@ pub const ISOLATION_SECURITY_GROUP_NAME: &str = "ISOLATION_SECURITY_GROUP_NAME";
 pub const ISOLATION_INSTANCE_PROFILE: &str = "ISOLATION_INSTANCE_PROFILE";
 pub const SNAPSHOT_VOLUMES: &str = "SNAPSHOT_VOLUMES";
 pub const MAX_CONCURRENT_INSTANCES: &str = "MAX_CONCURRENT_INSTANCES";
+pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 
 impl Config {
     /// Reads the process environment.
@@ -109,6 +124,7 @@ impl Config {
                 get(MAX_CONCURRENT_INSTANCES, "10"),
                 1..=100,
             )?,
+            revoke_credentials: credential_revocation(get(REVOKE_INSTANCE_CREDENTIALS, "true"))?,
         })
     }
 }
@@ -238,6 +254,19 @@ fn boolean(variable: &'static str, value: String) -> Result<bool, ConfigError> {
     }
 }
 
+fn credential_revocation(value: String) -> Result<CredentialRevocation, ConfigError> {
+    match value.as_str() {
+        "true" => Ok(CredentialRevocation::Instance),
+        "false" => Ok(CredentialRevocation::Off),
+        "role-wide" => Ok(CredentialRevocation::RoleWide),
+        _ => Err(invalid(
+            REVOKE_INSTANCE_CREDENTIALS,
+            &value,
+            "expected true, false or role-wide",
+        )),
+    }
+}
+
 fn bounded_count(
     variable: &'static str,
     value: String,
@@ -287,6 +316,7 @@ mod tests {
         );
         assert!(config.snapshot_volumes);
         assert_eq!(config.max_concurrent_instances, 10);
+        assert_eq!(config.revoke_credentials, CredentialRevocation::Instance);
     }
 
     #[test]
@@ -346,6 +376,9 @@ mod tests {
             (SNAPSHOT_VOLUMES, "TRUE"),
             (MAX_CONCURRENT_INSTANCES, "0"),
             (MAX_CONCURRENT_INSTANCES, "many"),
+            (REVOKE_INSTANCE_CREDENTIALS, "yes"),
+            (REVOKE_INSTANCE_CREDENTIALS, "rolewide"),
+            (REVOKE_INSTANCE_CREDENTIALS, ""),
         ];
         for (variable, value) in cases {
             let mut vars = vec![(ISOLATION_INSTANCE_PROFILE, "isolation")];
@@ -371,5 +404,20 @@ mod tests {
         assert_eq!(config.trigger.key, "SecOps:Quarantine");
         assert_eq!(config.trigger.value, "Yes");
         assert!(!config.snapshot_volumes);
+    }
+
+    #[test]
+    fn credential_revocation_is_per_instance_by_default_and_can_be_off_or_role_wide() {
+        let mode = |value: &str| {
+            config(&[
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (REVOKE_INSTANCE_CREDENTIALS, value),
+            ])
+            .unwrap()
+            .revoke_credentials
+        };
+        assert_eq!(mode("true"), CredentialRevocation::Instance);
+        assert_eq!(mode("false"), CredentialRevocation::Off);
+        assert_eq!(mode("role-wide"), CredentialRevocation::RoleWide);
     }
 }

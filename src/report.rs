@@ -106,6 +106,7 @@ pub enum Step {
     IsolationGroup,
     MoveNetworkInterfaces,
     ReplaceInstanceProfile,
+    RevokeCredentials,
     DetachAutoScaling,
     DeregisterTargetGroups,
     DeregisterClassicLoadBalancers,
@@ -120,7 +121,10 @@ impl Step {
     pub fn is_containment_cut(self) -> bool {
         matches!(
             self,
-            Step::IsolationGroup | Step::MoveNetworkInterfaces | Step::ReplaceInstanceProfile
+            Step::IsolationGroup
+                | Step::MoveNetworkInterfaces
+                | Step::ReplaceInstanceProfile
+                | Step::RevokeCredentials
         )
     }
 }

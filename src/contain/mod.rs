@@ -7,7 +7,8 @@
 //!    unknown or terminated instance stops here, with nothing changed.
 //! 2. Then, all at the same time, so that nothing slow delays the cuts:
 //!    - network cut: isolation group per VPC, every interface onto it ([`network`]);
-//!    - credential cut: the isolation instance profile ([`identity`]);
+//!    - credential cut: the isolation instance profile ([`identity`]), and a deny on the
+//!      original role for the credentials the instance already holds ([`credentials`]);
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
 //!    - protection against termination and stop, volumes kept ([`protection`]);
 //!    - snapshots of every volume ([`evidence`]).
@@ -17,6 +18,7 @@
 //! `done`, `unchanged`, `skipped` or `failed`; the report, not this module, decides whether
 //! the invocation fails.
 
+pub mod credentials;
 pub mod evidence;
 pub mod identity;
 pub mod instance;
@@ -155,10 +157,23 @@ async fn contain_one(
         .map(String::as_str)
         .unwrap_or(incident);
 
+    // Read before the identity step replaces it: the revocation needs the original role.
+    let original_profile = credentials::OriginalProfile::of(
+        &association,
+        facts.profile_arn.as_deref(),
+        &config.isolation_profile,
+    );
+
     // 2. Everything else at once.
-    let (network, identity, scaling, target_groups, classic, protected, kept, evidence) = tokio::join!(
+    let (network, identity, revoked, scaling, target_groups, classic, protected, kept, evidence) = tokio::join!(
         network::isolate(clients, groups, &facts),
         identity::replace_profile(clients, &config.isolation_profile, instance_id, association),
+        credentials::revoke_credentials(
+            clients,
+            config.revoke_credentials,
+            instance_id,
+            original_profile
+        ),
         scaling::detach(clients, instance_id),
         load_balancing::deregister_target_groups(clients, &facts),
         load_balancing::deregister_classic(clients, instance_id),
@@ -171,6 +186,7 @@ async fn contain_one(
         network.group,
         network.interfaces,
         identity.report,
+        revoked,
         scaling.report,
         target_groups.report,
         classic.report,

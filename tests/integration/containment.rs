@@ -267,13 +267,13 @@ async fn containing_the_same_instance_twice_changes_nothing_the_second_time() {
     let report = second.expect("second containment succeeds");
 
     for step in &report.instances[0].steps {
-        assert_eq!(
-            step.status,
-            Status::Unchanged,
-            "{:?}: {}",
-            step.step,
-            step.detail
-        );
+        // The original role is no longer known once the profile was replaced.
+        let expected = if step.step == Step::RevokeCredentials {
+            Status::Skipped
+        } else {
+            Status::Unchanged
+        };
+        assert_eq!(step.status, expected, "{:?}: {}", step.step, step.detail);
     }
     s.isolation_group().await;
     assert_eq!(

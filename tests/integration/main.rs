@@ -6,6 +6,8 @@ mod support;
 
 /// A tagged instance, contained by the Lambda handler, with every step checked in the account.
 mod containment;
+/// The deny on the original role for the credentials already issued, read back as documents.
+mod credentials;
 /// The instance profile: replaced, associated, named by ARN.
 mod identity;
 /// Events that must not lead to a single AWS call, and instances that must not be changed.
