@@ -50,6 +50,28 @@ impl fmt::Display for InstanceProfileRef {
     }
 }
 
+/// What `revoke-credentials` denies on the role of the instance's original profile
+/// (`REVOKE_INSTANCE_CREDENTIALS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialRevocation {
+    /// `false`: the credentials the instance already holds stay valid until they expire.
+    Off,
+    /// `true`: only credentials delivered to the quarantined instances (`ec2:SourceInstanceARN`).
+    Instance,
+    /// `role-wide`: also every session of the role issued before now (`aws:TokenIssueTime`),
+    /// whoever holds it: other workloads of the role lose their current credentials too.
+    RoleWide,
+}
+
+/// Who may still reach a contained instance: the isolation group's only rules are inbound TCP
+/// on `ports` from `cidrs`. Empty `cidrs`: no rule at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponderAccess {
+    /// Canonical network addresses with prefix (`203.0.113.0/24`, `2001:db8::/32`).
+    pub cidrs: Vec<String>,
+    pub ports: Vec<u16>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub trigger: Trigger,
@@ -60,6 +82,10 @@ pub struct Config {
     pub max_concurrent_instances: usize,
     /// The DynamoDB table of incident records (name or ARN).
     pub incident_table: String,
+    pub responder_access: ResponderAccess,
+    /// The region the function runs in (Lambda's `AWS_REGION`), whose instances it contains.
+    pub region: Option<String>,
+    pub revoke_credentials: CredentialRevocation,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,6 +110,9 @@ pub const ISOLATION_INSTANCE_PROFILE: &str = "ISOLATION_INSTANCE_PROFILE";
 pub const SNAPSHOT_VOLUMES: &str = "SNAPSHOT_VOLUMES";
 pub const MAX_CONCURRENT_INSTANCES: &str = "MAX_CONCURRENT_INSTANCES";
 pub const INCIDENT_TABLE: &str = "INCIDENT_TABLE";
+pub const FORENSIC_INGRESS_CIDRS: &str = "FORENSIC_INGRESS_CIDRS";
+pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
+pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 
 impl Config {
     /// Reads the process environment.
@@ -113,6 +142,12 @@ impl Config {
                 1..=100,
             )?,
             incident_table: table(lookup(INCIDENT_TABLE))?,
+            region: lookup("AWS_REGION").filter(|r| !r.is_empty()),
+            responder_access: ResponderAccess {
+                cidrs: cidrs(get(FORENSIC_INGRESS_CIDRS, ""))?,
+                ports: ports(get(FORENSIC_INGRESS_PORTS, "22"))?,
+            },
+            revoke_credentials: credential_revocation(get(REVOKE_INSTANCE_CREDENTIALS, "true"))?,
         })
     }
 }
@@ -263,11 +298,89 @@ fn table(value: Option<String>) -> Result<String, ConfigError> {
     Ok(value)
 }
 
+fn cidrs(value: String) -> Result<Vec<String>, ConfigError> {
+    let variable = FORENSIC_INGRESS_CIDRS;
+    let mut out: Vec<String> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let canonical = canonical_cidr(item).map_err(|reason| invalid(variable, &value, reason))?;
+        if !out.contains(&canonical) {
+            out.push(canonical);
+        }
+    }
+    Ok(out)
+}
+
+/// The CIDR as EC2 shows it, or why it is not acceptable. Host bits must be zero (EC2 would
+/// reject the range or show another one), and an all-addresses range would undo the isolation.
+fn canonical_cidr(item: &str) -> Result<String, String> {
+    let (address, prefix) = item
+        .split_once('/')
+        .ok_or_else(|| format!("{item:?} has no /prefix"))?;
+    let prefix: u32 = prefix
+        .parse()
+        .map_err(|_| format!("{item:?} has no numeric prefix"))?;
+    let address: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("{item:?} is not an IPv4 or IPv6 range"))?;
+    let (bits, width) = match address {
+        std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        std::net::IpAddr::V6(a) => (u128::from(a), 128),
+    };
+    if prefix > width {
+        return Err(format!("{item:?} has a prefix longer than {width}"));
+    }
+    if prefix == 0 {
+        return Err(format!(
+            "{item:?} is every address, which would undo the isolation"
+        ));
+    }
+    let host_bits = width - prefix;
+    if host_bits > 0 && bits & ((1u128 << host_bits) - 1) != 0 {
+        return Err(format!("{item:?} has host bits set"));
+    }
+    Ok(format!("{address}/{prefix}"))
+}
+
+fn ports(value: String) -> Result<Vec<u16>, ConfigError> {
+    let variable = FORENSIC_INGRESS_PORTS;
+    let mut out: Vec<u16> = Vec::new();
+    for item in value.split(',').map(str::trim) {
+        match item.parse::<u16>() {
+            Ok(port) if port > 0 => {
+                if !out.contains(&port) {
+                    out.push(port)
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    variable,
+                    &value,
+                    "expected comma-separated TCP ports from 1 to 65535",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn boolean(variable: &'static str, value: String) -> Result<bool, ConfigError> {
     match value.as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(invalid(variable, &value, "expected true or false")),
+    }
+}
+
+fn credential_revocation(value: String) -> Result<CredentialRevocation, ConfigError> {
+    match value.as_str() {
+        "true" => Ok(CredentialRevocation::Instance),
+        "false" => Ok(CredentialRevocation::Off),
+        "role-wide" => Ok(CredentialRevocation::RoleWide),
+        _ => Err(invalid(
+            REVOKE_INSTANCE_CREDENTIALS,
+            &value,
+            "expected true, false or role-wide",
+        )),
     }
 }
 
@@ -325,6 +438,33 @@ mod tests {
         assert!(config.snapshot_volumes);
         assert_eq!(config.max_concurrent_instances, 10);
         assert_eq!(config.incident_table, "incidents");
+        assert_eq!(config.revoke_credentials, CredentialRevocation::Instance);
+        assert_eq!(
+            config.responder_access,
+            ResponderAccess {
+                cidrs: vec![],
+                ports: vec![22]
+            }
+        );
+    }
+
+    #[test]
+    fn responder_ranges_are_validated_and_kept_in_canonical_form() {
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+            (
+                FORENSIC_INGRESS_CIDRS,
+                " 203.0.113.0/24, 2001:0db8::/32,203.0.113.0/24",
+            ),
+            (FORENSIC_INGRESS_PORTS, "22,3389"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.responder_access.cidrs,
+            vec!["203.0.113.0/24".to_owned(), "2001:db8::/32".to_owned()]
+        );
+        assert_eq!(config.responder_access.ports, vec![22, 3389]);
     }
 
     #[test]
@@ -398,6 +538,17 @@ mod tests {
                 INCIDENT_TABLE,
                 "arn:aws:dynamodb:us-east-1:123456789012:stream/x",
             ),
+            (FORENSIC_INGRESS_CIDRS, "0.0.0.0/0"),
+            (FORENSIC_INGRESS_CIDRS, "::/0"),
+            (FORENSIC_INGRESS_CIDRS, "203.0.113.5/24"),
+            (FORENSIC_INGRESS_CIDRS, "203.0.113.0"),
+            (FORENSIC_INGRESS_CIDRS, "example.com/32"),
+            (FORENSIC_INGRESS_PORTS, "22-23"),
+            (FORENSIC_INGRESS_PORTS, "0"),
+            (FORENSIC_INGRESS_PORTS, ""),
+            (REVOKE_INSTANCE_CREDENTIALS, "yes"),
+            (REVOKE_INSTANCE_CREDENTIALS, "rolewide"),
+            (REVOKE_INSTANCE_CREDENTIALS, ""),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -427,5 +578,21 @@ mod tests {
         assert_eq!(config.trigger.key, "SecOps:Quarantine");
         assert_eq!(config.trigger.value, "Yes");
         assert!(!config.snapshot_volumes);
+    }
+
+    #[test]
+    fn credential_revocation_is_per_instance_by_default_and_can_be_off_or_role_wide() {
+        let mode = |value: &str| {
+            config(&[
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+                (REVOKE_INSTANCE_CREDENTIALS, value),
+            ])
+            .unwrap()
+            .revoke_credentials
+        };
+        assert_eq!(mode("true"), CredentialRevocation::Instance);
+        assert_eq!(mode("false"), CredentialRevocation::Off);
+        assert_eq!(mode("role-wide"), CredentialRevocation::RoleWide);
     }
 }

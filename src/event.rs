@@ -4,7 +4,6 @@
 
 use aws_lambda_events::cloudwatch_events::tag::TagChangeOnResource;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Trigger;
@@ -28,7 +27,13 @@ pub struct ContainRequest {
     /// The EventBridge event id, which names the incident, so that a redelivered event is
     /// recognised as the same incident. Direct invocations carry none.
     pub event_id: Option<String>,
+    /// The region the event comes from (EventBridge events only).
+    pub region: Option<String>,
 }
+
+/// More instances than one invocation can contain within the function's timeout; a larger
+/// batch is almost certainly a mistake (a wrong filter in a playbook), not an incident.
+pub const MAX_INSTANCES_PER_EVENT: usize = 500;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
@@ -50,6 +55,12 @@ pub enum EventError {
     BadInstanceId(String),
     #[error("{0:?} is not an EC2 instance ARN")]
     NotAnInstanceArn(String),
+    #[error(
+        "the event names {0} instances; one invocation contains at most {MAX_INSTANCES_PER_EVENT}"
+    )]
+    TooManyInstances(usize),
+    #[error("the event comes from region {event}, but this function contains instances in {own}")]
+    OtherRegion { event: String, own: String },
 }
 
 impl Request {
@@ -78,32 +89,54 @@ impl Request {
     }
 }
 
-/// `{"instance_ids": [...], "reason": "..."}`. Unknown fields are rejected rather than ignored:
-/// a misspelt option in a security tool must fail loudly, not be silently dropped.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DirectInvocation {
-    instance_ids: Vec<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
+/// `{"instance_ids": [...], "reason": "..."}`. Read field by field, so that an error names the
+/// field. Unknown fields are rejected rather than ignored: a misspelt option in a security tool
+/// must fail loudly, not be silently dropped.
 fn direct(value: Value) -> Result<Request, EventError> {
-    let invocation: DirectInvocation =
-        serde_json::from_value(value).map_err(|e| EventError::MalformedDirect(e.to_string()))?;
-    if invocation.instance_ids.is_empty() {
-        return Err(EventError::MalformedDirect(
-            "instance_ids is empty".to_owned(),
-        ));
+    const FIELDS: [&str; 2] = ["instance_ids", "reason"];
+    let malformed = |message: String| EventError::MalformedDirect(message);
+    let Value::Object(map) = value else {
+        return Err(malformed("expected an object".to_owned()));
+    };
+    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(malformed(format!(
+            "unknown field {unknown:?} (the fields are {})",
+            FIELDS.join(", ")
+        )));
     }
-    let instance_ids = validated_ids(invocation.instance_ids)?;
+    let ids = match map.get("instance_ids") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| malformed(format!("instance_ids must hold strings, not {item}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(malformed(format!(
+                "instance_ids must be a list of instance ids, not {}",
+                other
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "missing".to_owned())
+            )))
+        }
+    };
+    if ids.is_empty() {
+        return Err(malformed("instance_ids is empty".to_owned()));
+    }
+    let reason = match map.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) => Some(reason.clone()),
+        Some(other) => return Err(malformed(format!("reason must be a string, not {other}"))),
+    };
     Ok(Request::Contain(ContainRequest {
-        instance_ids,
-        reason: invocation
-            .reason
+        instance_ids: validated_ids(ids)?,
+        reason: reason
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "direct invocation".to_owned()),
         event_id: None,
+        region: None,
     }))
 }
 
@@ -116,6 +149,7 @@ fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
             event.detail_type, event.source
         )));
     }
+    check_tag_detail(&event.detail)?;
     let detail: TagChangeOnResource = serde_json::from_value(event.detail)
         .map_err(|e| EventError::MalformedTagDetail(e.to_string()))?;
     if detail.service != "ec2" || detail.resource_type != "instance" {
@@ -158,7 +192,40 @@ fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
         instance_ids: validated_ids(ids)?,
         reason: format!("tag {}={} set", trigger.key, trigger.value),
         event_id: event.id.filter(|id| !id.is_empty()),
+        region: event.region,
     }))
+}
+
+/// Names the field that is wrong, which serde's own message does not.
+fn check_tag_detail(detail: &Value) -> Result<(), EventError> {
+    let malformed = |message: String| EventError::MalformedTagDetail(message);
+    let Value::Object(map) = detail else {
+        return Err(malformed(format!("detail must be an object, not {detail}")));
+    };
+    let strings = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    type Check = (&'static str, &'static str, fn(&Value) -> bool);
+    let checks: [Check; 5] = [
+        ("changed-tag-keys", "a list of strings", strings),
+        ("service", "a string", Value::is_string),
+        ("resource-type", "a string", Value::is_string),
+        ("version", "a number", Value::is_number),
+        ("tags", "an object of strings", |v| {
+            v.as_object()
+                .is_some_and(|o| o.values().all(Value::is_string))
+        }),
+    ];
+    for (field, kind, ok) in checks {
+        match map.get(field) {
+            Some(value) if ok(value) => {}
+            Some(value) => {
+                return Err(malformed(format!(
+                    "detail.{field} must be {kind}, not {value}"
+                )))
+            }
+            None => return Err(malformed(format!("detail.{field} is missing"))),
+        }
+    }
+    Ok(())
 }
 
 fn ignore(reason: String) -> Request {
@@ -179,6 +246,9 @@ fn instance_id_from_arn(arn: &str) -> Result<String, EventError> {
 }
 
 fn validated_ids(ids: Vec<String>) -> Result<Vec<String>, EventError> {
+    if ids.len() > MAX_INSTANCES_PER_EVENT {
+        return Err(EventError::TooManyInstances(ids.len()));
+    }
     let mut unique: Vec<String> = Vec::with_capacity(ids.len());
     for id in ids {
         if !is_instance_id(&id) {
@@ -247,6 +317,7 @@ mod tests {
                 instance_ids: vec!["i-0123456789abcdef0".into()],
                 reason: "tag Quarantine=true set".into(),
                 event_id: Some("0b4e4b4c-1d4b-7c3e-2d5b-2f1e3c4d5e6f".into()),
+                region: Some("us-east-1".into()),
             })
         );
     }
@@ -332,6 +403,7 @@ mod tests {
                 instance_ids: vec!["i-0123456789abcdef0".into(), "i-12345678".into()],
                 reason: "GuardDuty 42".into(),
                 event_id: None,
+                region: None,
             })
         );
     }
@@ -353,7 +425,11 @@ mod tests {
             (json!([1]), "array"),
             (json!({"hello": 1}), "neither"),
             (json!({"instance_ids": []}), "empty"),
-            (json!({"instance_ids": "i-12345678"}), "sequence"),
+            (json!({"instance_ids": "i-12345678"}), "must be a list"),
+            (
+                json!({"instance_ids": ["i-12345678"], "reason": 7}),
+                "reason must be a string",
+            ),
             (json!({"instance_ids": ["i-XYZ"]}), "i-XYZ"),
             (json!({"source": "aws.tag"}), "detail"),
             (

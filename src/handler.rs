@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::contain;
-use crate::event::{EventError, Request};
+use crate::event::{ContainRequest, EventError, Request};
 use crate::report::Report;
 
 /// What every invocation shares, built once at start.
@@ -55,6 +55,25 @@ pub async fn handle(
     let request = Request::from_value(payload, &deps.config.trigger).inspect_err(|e| {
         tracing::error!(error = %e, "invalid event; nothing was changed");
     })?;
+    if let Request::Contain(ContainRequest {
+        region: Some(event_region),
+        ..
+    }) = &request
+    {
+        if let Some(own) = deps
+            .config
+            .region
+            .as_ref()
+            .filter(|own| *own != event_region)
+        {
+            let error = EventError::OtherRegion {
+                event: event_region.clone(),
+                own: own.clone(),
+            };
+            tracing::error!(error = %error, "invalid event; nothing was changed");
+            return Err(error.into());
+        }
+    }
     let report = match request {
         Request::Ignore { reason } => Report::ignored(reason),
         Request::Contain(request) => {

@@ -107,6 +107,7 @@ pub enum Step {
     IsolationGroup,
     MoveNetworkInterfaces,
     ReplaceInstanceProfile,
+    RevokeCredentials,
     DetachAutoScaling,
     DeregisterTargetGroups,
     DeregisterClassicLoadBalancers,
@@ -121,7 +122,10 @@ impl Step {
     pub fn is_containment_cut(self) -> bool {
         matches!(
             self,
-            Step::IsolationGroup | Step::MoveNetworkInterfaces | Step::ReplaceInstanceProfile
+            Step::IsolationGroup
+                | Step::MoveNetworkInterfaces
+                | Step::ReplaceInstanceProfile
+                | Step::RevokeCredentials
         )
     }
 }

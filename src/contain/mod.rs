@@ -7,7 +7,8 @@
 //!    unknown or terminated instance stops here, with nothing changed.
 //! 2. Then, all at the same time, so that nothing slow delays the cuts:
 //!    - network cut: isolation group per VPC, every interface onto it ([`network`]);
-//!    - credential cut: the isolation instance profile ([`identity`]);
+//!    - credential cut: the isolation instance profile ([`identity`]), and a deny on the
+//!      original role for the credentials the instance already holds ([`credentials`]);
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
 //!    - protection against termination and stop, volumes kept ([`protection`]);
 //!    - snapshots of every volume ([`evidence`]).
@@ -17,12 +18,14 @@
 //! `done`, `unchanged`, `skipped` or `failed`; the report, not this module, decides whether
 //! the invocation fails.
 
+pub mod credentials;
 pub mod evidence;
 pub mod identity;
 pub mod instance;
 pub mod load_balancing;
 pub mod network;
 pub mod protection;
+pub mod rules;
 pub mod scaling;
 pub mod tags;
 
@@ -161,7 +164,7 @@ pub async fn contain_all(
     request: &ContainRequest,
     invocation_id: &str,
 ) -> Report {
-    let groups = IsolationGroups::new(&config.isolation_group_name);
+    let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access);
     let store = IncidentStore::new(clients.dynamodb.clone(), &config.incident_table);
     let invocation = Invocation {
         clients,
@@ -268,14 +271,38 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         _ => evidence::Prior::Possible,
     };
 
+    // Read before the identity step replaces it: the revocation needs the original role. A
+    // re-run finds the isolation profile in place; the record still names the original.
+    let original_profile = match credentials::OriginalProfile::of(
+        &association,
+        facts.profile_arn.as_deref(),
+        &inv.config.isolation_profile,
+    ) {
+        credentials::OriginalProfile::Replaced => match &claim {
+            Ok(Claim::Existing(record)) => match record.profile.as_ref().map(|p| p.arn.clone()) {
+                Some(Some(arn)) => credentials::OriginalProfile::Arn(arn),
+                Some(None) => credentials::OriginalProfile::None,
+                None => credentials::OriginalProfile::Replaced,
+            },
+            _ => credentials::OriginalProfile::Replaced,
+        },
+        other => other,
+    };
+
     // 3. Everything else at once.
-    let (network, identity, scaling, target_groups, classic, protected, kept, evidence) = tokio::join!(
+    let (network, identity, revoked, scaling, target_groups, classic, protected, kept, evidence) = tokio::join!(
         network::isolate(clients, inv.groups, &facts),
         identity::replace_profile(
             clients,
             &inv.config.isolation_profile,
             instance_id,
             association
+        ),
+        credentials::revoke_credentials(
+            clients,
+            inv.config.revoke_credentials,
+            instance_id,
+            original_profile
         ),
         scaling::detach(clients, instance_id, recorder),
         load_balancing::deregister_target_groups(clients, &facts, recorder),
@@ -289,6 +316,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         network.group,
         network.interfaces,
         identity.report,
+        revoked,
         scaling.report,
         target_groups.report,
         classic.report,

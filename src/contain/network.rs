@@ -1,9 +1,11 @@
 //! The network cut: every interface of the instance onto the per-VPC isolation group, a group
-//! with no rules at all.
+//! with no rules but the optional responder ingress (`FORENSIC_INGRESS_CIDRS` on
+//! `FORENSIC_INGRESS_PORTS`), and no outbound rule at all.
 //!
 //! IAM: `ec2:DescribeSecurityGroups`, `ec2:CreateSecurityGroup`, `ec2:CreateTags` (tag on
 //! create), `ec2:RevokeSecurityGroupIngress`, `ec2:RevokeSecurityGroupEgress`,
-//! `ec2:ModifyNetworkInterfaceAttribute`, `ec2:DescribeNetworkInterfaces`.
+//! `ec2:AuthorizeSecurityGroupIngress`, `ec2:ModifyNetworkInterfaceAttribute`,
+//! `ec2:DescribeNetworkInterfaces`.
 //!
 //! Accepts any state but terminated: interfaces of a stopped instance are moved too, so that it
 //! comes back isolated if someone starts it.
@@ -15,7 +17,7 @@
 //! per interface with `ModifyNetworkInterfaceAttribute`, never with `ModifyInstanceAttribute
 //! Groups`, which fails on instances with more than one interface.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,14 +28,18 @@ use futures::future::join_all;
 use tokio::sync::OnceCell;
 
 use super::instance::InstanceFacts;
+use super::rules::{self, Atom};
 use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::config::ResponderAccess;
 use crate::report::{InterfaceGroups, Step, StepReport};
 
 /// The isolation groups of one invocation, shared by all its instances.
 pub struct IsolationGroups {
     name: String,
+    /// The group's only rules: inbound from the responders, if configured.
+    allowed_ingress: BTreeSet<Atom>,
     /// One `DescribeSecurityGroups` by name for every VPC, started alongside the first
     /// `DescribeInstances` so that an existing group costs no round trip of its own.
     by_name: OnceCell<Result<HashMap<String, SecurityGroup>, AwsError>>,
@@ -50,9 +56,10 @@ pub struct EnsuredGroup {
 }
 
 impl IsolationGroups {
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, responders: &ResponderAccess) -> Self {
         Self {
             name: name.into(),
+            allowed_ingress: rules::allowed_ingress(responders),
             by_name: OnceCell::new(),
             ensured: Mutex::new(HashMap::new()),
         }
@@ -109,11 +116,17 @@ impl IsolationGroups {
         };
         let group_id = group.group_id().unwrap_or_default().to_owned();
         let tagged = tag_as_isolation(clients, &group).await?;
-        let removed = strip_rules(clients, &group).await?;
-        let mut detail = match (created, removed) {
-            (true, _) => format!("created {group_id} in {vpc_id} with no rules"),
-            (false, 0) => format!("{group_id} in {vpc_id} has no rules"),
-            (false, n) => format!("removed {n} rule(s) from {group_id} in {vpc_id}"),
+        let (removed, added) = converge_rules(clients, &group, &self.allowed_ingress).await?;
+        let rules = match self.allowed_ingress.len() {
+            0 => "no rules".to_owned(),
+            n => format!("only {n} responder ingress rule(s)"),
+        };
+        let mut detail = match (created, removed, added) {
+            (true, _, _) => format!("created {group_id} in {vpc_id} with {rules}"),
+            (false, 0, 0) => format!("{group_id} in {vpc_id} has {rules}"),
+            (false, r, a) => {
+                format!("removed {r} and added {a} rule(s): {group_id} in {vpc_id} has {rules}")
+            }
         };
         if tagged && !created {
             detail.push_str(&format!(
@@ -122,7 +135,7 @@ impl IsolationGroups {
                 tags::ROLE_ISOLATION
             ));
         }
-        let result = if created || tagged || removed > 0 {
+        let result = if created || tagged || removed > 0 || added > 0 {
             StepResult::done(detail)
         } else {
             StepResult::unchanged(detail)
@@ -263,31 +276,36 @@ pub async fn create_or_adopt(
     }
 }
 
-/// Revokes every rule of the group, inbound and outbound, until a read shows none. Returns how
-/// many permissions this call revoked. A concurrent invocation may revoke the same rule first;
-/// `InvalidPermission.NotFound` then means "already gone", and the group is read again.
-async fn strip_rules(clients: &Clients, group: &SecurityGroup) -> Result<usize, AwsError> {
+/// Brings the group's rules to exactly `allowed` inbound and nothing outbound, and reads it back
+/// until it shows that. Returns (rules revoked, rules added). A concurrent invocation may make
+/// the same change first: `InvalidPermission.NotFound` on a revoke and
+/// `InvalidPermission.Duplicate` on an authorize then mean "already so", and the group is read
+/// again.
+async fn converge_rules(
+    clients: &Clients,
+    group: &SecurityGroup,
+    allowed: &BTreeSet<Atom>,
+) -> Result<(usize, usize), AwsError> {
     const ROUNDS: usize = 3;
     let group_id = group.group_id().unwrap_or_default();
     let mut current = group.clone();
-    let mut revoked = 0;
+    let (mut revoked, mut added) = (0, 0);
     for _ in 0..ROUNDS {
-        let ingress = current.ip_permissions().to_vec();
-        let egress = current.ip_permissions_egress().to_vec();
-        if ingress.is_empty() && egress.is_empty() {
-            return Ok(revoked);
+        let ingress = rules::atoms_of(current.ip_permissions());
+        let unwanted_ingress: Vec<&Atom> = ingress.difference(allowed).collect();
+        let missing: Vec<&Atom> = allowed.difference(&ingress).collect();
+        let egress = rules::atoms_of(current.ip_permissions_egress());
+        let egress: Vec<&Atom> = egress.iter().collect();
+        if unwanted_ingress.is_empty() && missing.is_empty() && egress.is_empty() {
+            return Ok((revoked, added));
         }
-        let (i, e) = tokio::join!(
-            revoke(clients, group_id, ingress.clone(), Direction::Ingress),
-            revoke(clients, group_id, egress.clone(), Direction::Egress),
+        let (i, e, a) = tokio::join!(
+            change(clients, group_id, &unwanted_ingress, Change::RevokeIngress),
+            change(clients, group_id, &egress, Change::RevokeEgress),
+            change(clients, group_id, &missing, Change::AuthorizeIngress),
         );
-        for (result, count) in [(i, ingress.len()), (e, egress.len())] {
-            match result {
-                Ok(()) => revoked += count,
-                Err(e) if e.has_code("InvalidPermission.NotFound") => {}
-                Err(e) => return Err(e),
-            }
-        }
+        revoked += i? + e?;
+        added += a?;
         current = describe_groups(
             clients,
             vec![Filter::builder().name("group-id").values(group_id).build()],
@@ -299,33 +317,33 @@ async fn strip_rules(clients: &Clients, group: &SecurityGroup) -> Result<usize, 
             AwsError::local("DescribeSecurityGroups", format!("{group_id} disappeared"))
         })?;
     }
-    let left = current.ip_permissions().len() + current.ip_permissions_egress().len();
-    if left > 0 {
-        return Err(AwsError::local(
-            "DescribeSecurityGroups",
-            format!("{group_id} still has {left} rule(s) after {ROUNDS} rounds of revoking"),
-        ));
-    }
-    Ok(revoked)
+    Err(AwsError::local(
+        "DescribeSecurityGroups",
+        format!("{group_id} still has other rules than the responder access after {ROUNDS} rounds"),
+    ))
 }
 
 #[derive(Clone, Copy)]
-enum Direction {
-    Ingress,
-    Egress,
+enum Change {
+    RevokeIngress,
+    RevokeEgress,
+    AuthorizeIngress,
 }
 
-async fn revoke(
+/// Applies one kind of change to `atoms`; returns how many it changed. Already-done answers
+/// count as done by someone else, not as failures.
+async fn change(
     clients: &Clients,
     group_id: &str,
-    permissions: Vec<IpPermission>,
-    direction: Direction,
-) -> Result<(), AwsError> {
-    if permissions.is_empty() {
-        return Ok(());
+    atoms: &[&Atom],
+    kind: Change,
+) -> Result<usize, AwsError> {
+    if atoms.is_empty() {
+        return Ok(0);
     }
-    match direction {
-        Direction::Ingress => clients
+    let permissions: Vec<IpPermission> = atoms.iter().map(|a| rules::permission_of(a)).collect();
+    let result = match kind {
+        Change::RevokeIngress => clients
             .ec2
             .revoke_security_group_ingress()
             .group_id(group_id)
@@ -334,7 +352,7 @@ async fn revoke(
             .await
             .map(|_| ())
             .map_err(aws_err("RevokeSecurityGroupIngress")),
-        Direction::Egress => clients
+        Change::RevokeEgress => clients
             .ec2
             .revoke_security_group_egress()
             .group_id(group_id)
@@ -343,6 +361,25 @@ async fn revoke(
             .await
             .map(|_| ())
             .map_err(aws_err("RevokeSecurityGroupEgress")),
+        Change::AuthorizeIngress => clients
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("AuthorizeSecurityGroupIngress")),
+    };
+    match result {
+        Ok(()) => Ok(atoms.len()),
+        Err(e)
+            if e.has_code("InvalidPermission.NotFound")
+                || e.has_code("InvalidPermission.Duplicate") =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e),
     }
 }
 

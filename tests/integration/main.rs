@@ -4,8 +4,12 @@
 
 mod support;
 
+/// The catalogue of malformed and irrelevant events in tests/bad-events/, each with zero calls.
+mod bad_input;
 /// A tagged instance, contained by the Lambda handler, with every step checked in the account.
 mod containment;
+/// The deny on the original role for the credentials already issued, read back as documents.
+mod credentials;
 /// Faults the emulator cannot produce, injected under the SDK: throttling, denial, hangs.
 mod faults;
 /// The instance profile: replaced, associated, named by ARN.

@@ -73,7 +73,7 @@ async fn a_later_containment_in_the_same_vpc_reuses_the_group_and_strips_rules_a
     let report = result.expect("contained");
     let step = report.instances[0].step(Step::IsolationGroup).unwrap();
     assert_eq!(step.status, Status::Done);
-    assert!(step.detail.contains("removed 1 rule"), "{}", step.detail);
+    assert!(step.detail.contains("removed 1 "), "{}", step.detail);
 
     let (same_group, ingress, egress) = first.isolation_group().await;
     assert_eq!(same_group, group_id, "the group is reused");
@@ -118,7 +118,7 @@ async fn concurrent_invocations_in_one_vpc_end_with_exactly_one_group() {
     let clients = recorded_clients(&s.account.sdk, &CallLog::default());
     // Eight invocations, each with its own view of the VPC, racing to ensure the group.
     let invocations: Vec<IsolationGroups> = (0..8)
-        .map(|_| IsolationGroups::new(&s.isolation_group_name))
+        .map(|_| IsolationGroups::new(&s.isolation_group_name, &Default::default()))
         .collect();
     let results =
         futures::future::join_all(invocations.iter().map(|g| g.ensure(&clients, &s.vpc_id))).await;
@@ -173,4 +173,79 @@ async fn a_hand_made_group_of_that_name_is_tagged_and_stripped_before_use() {
         .tags()
         .iter()
         .any(|t| t.key() == Some("ec2-quarantine:role") && t.value() == Some("isolation")));
+}
+
+#[tokio::test]
+async fn responder_access_is_the_isolation_groups_only_rule_and_nothing_else_survives() {
+    let s = Scenario::build(Options::default()).await;
+    // A group someone opened wider than the responders' access.
+    let group = create_or_adopt(
+        &recorded_clients(&s.account.sdk, &CallLog::default()),
+        &s.isolation_group_name,
+        &s.vpc_id,
+    )
+    .await
+    .unwrap();
+    let group_id = group.group_id().unwrap().to_owned();
+    s.account
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&group_id)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip("0.0.0.0/0")
+        .send()
+        .await
+        .unwrap();
+    let responders = [
+        ("FORENSIC_INGRESS_CIDRS", "203.0.113.0/24,2001:db8::/32"),
+        ("FORENSIC_INGRESS_PORTS", "22,3389"),
+    ];
+    let (result, _) = contain(&s, trigger_event(&[&s.instance_id]), &responders).await;
+    result.expect("contained");
+
+    let described = s
+        .account
+        .ec2
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await
+        .unwrap();
+    let group = &described.security_groups()[0];
+    assert!(group.ip_permissions_egress().is_empty(), "no outbound rule");
+    let mut inbound: Vec<(i32, String)> = Vec::new();
+    for p in group.ip_permissions() {
+        assert_eq!(p.ip_protocol(), Some("tcp"));
+        assert_eq!(p.from_port(), p.to_port());
+        for r in p.ip_ranges() {
+            inbound.push((p.from_port().unwrap(), r.cidr_ip().unwrap().to_owned()));
+        }
+        for r in p.ipv6_ranges() {
+            inbound.push((p.from_port().unwrap(), r.cidr_ipv6().unwrap().to_owned()));
+        }
+    }
+    inbound.sort();
+    assert_eq!(
+        inbound,
+        vec![
+            (22, "2001:db8::/32".to_owned()),
+            (22, "203.0.113.0/24".to_owned()),
+            (3389, "2001:db8::/32".to_owned()),
+            (3389, "203.0.113.0/24".to_owned()),
+        ],
+        "exactly the responder access, and the 0.0.0.0/0 rule is gone"
+    );
+
+    // A second containment in the VPC finds the group as it should be and changes nothing.
+    let (again, _) = contain(&s, trigger_event(&[&s.instance_id]), &responders).await;
+    let report = again.expect("contained");
+    assert_eq!(
+        report.instances[0]
+            .step(Step::IsolationGroup)
+            .unwrap()
+            .status,
+        Status::Unchanged
+    );
 }

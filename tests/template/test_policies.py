@@ -288,6 +288,34 @@ def test_tag_setter_scenarios(tag_setter, what, req, allowed):
     assert allowed_by(tag_setter, req) is allowed, what
 
 
+def _function_role_policy(template) -> dict:
+    """The function role's inline policy with every resource rendered to a sample ARN."""
+    _, role = function_role(template)
+    statements = []
+    for p in role["Properties"]["Policies"]:
+        for st in p["PolicyDocument"]["Statement"]:
+            res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            statements.append({**st, "Resource": [sample_value(template, r) for r in res]})
+    return {"Statement": statements}
+
+
+def test_the_revocation_writes_any_role_policy_but_the_functions_and_the_isolation_roles(template):
+    policy = _function_role_policy(template)
+    name, _ = function_role(template)
+    own_role = sample_value(template, {"Fn::GetAtt": [name, "Arn"]})
+    iso = next(k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::InstanceProfile")
+    iso_role = sample_value(template, {"Fn::GetAtt": [template["Resources"][iso]["Properties"]["Roles"][0]["Ref"], "Arn"]})
+    app_profile = f"arn:aws:iam::{ACCOUNT}:instance-profile/web-server"
+    for action in ("iam:ListRolePolicies", "iam:GetRolePolicy", "iam:PutRolePolicy"):
+        assert allowed_by(policy, Request(RESPONDER, action, OTHER_ROLE)), action
+        assert allowed_by(policy, Request(RESPONDER, action, f"arn:aws:iam::{ACCOUNT}:role/team/app")), action
+        for protected in (own_role, iso_role):
+            assert denied_by(policy, Request(RESPONDER, action, protected)), f"{action} on {protected}"
+    assert allowed_by(policy, Request(RESPONDER, "iam:GetInstanceProfile", app_profile))
+    for never in ("iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PutUserPolicy"):
+        assert not allowed_by(policy, Request(RESPONDER, never, OTHER_ROLE)), never
+
+
 def test_tag_setter_grants_only_create_tags(tag_setter):
     for s in tag_setter["Statement"]:
         assert s["Effect"] == "Allow"

@@ -39,6 +39,7 @@ ENV_CONTRACT = {
     "QUARANTINE_TAG_VALUE": ("QuarantineTagValue", "true"),
     "ISOLATION_SECURITY_GROUP_NAME": ("IsolationSecurityGroupName", "ec2-quarantine-isolation"),
     "SNAPSHOT_VOLUMES": ("SnapshotVolumes", "true"),
+    "REVOKE_INSTANCE_CREDENTIALS": ("RevokeInstanceCredentials", "true"),
     "FORENSIC_INGRESS_CIDRS": ("ForensicIngressCidrs", ""),
     "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
     "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
@@ -67,6 +68,10 @@ FUNCTION_ACTIONS = {
     "ec2:DescribeTags",
     "ec2:CreateTags",
     "iam:PassRole",
+    "iam:GetInstanceProfile",
+    "iam:ListRolePolicies",
+    "iam:GetRolePolicy",
+    "iam:PutRolePolicy",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DetachInstances",
     "elasticloadbalancing:DescribeTargetGroups",
@@ -92,7 +97,12 @@ FORBIDDEN_ACTIONS = {
     "ec2:DeleteSecurityGroup",
     "dynamodb:DeleteItem",
     "dynamodb:DeleteTable",
+    "iam:DeleteRolePolicy",
 }
+
+# The role-policy calls of the credential revocation, denied on the function's own role and on
+# the isolation role.
+ROLE_POLICY_ACTIONS = {"iam:ListRolePolicies", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"}
 
 
 def arn_matches_resource_type(sar: dict, service: str, rtype: str, arn: str) -> bool:
@@ -152,6 +162,7 @@ def test_every_contract_variable_is_set_from_its_parameter(template):
         assert ref(variables[var]) == param, f"{var} should be !Ref {param}, is {variables[var]!r}"
         assert str(params[param]["Default"]) == default, f"{param} default {params[param]['Default']!r} != {default!r}"
     assert params["SnapshotVolumes"]["AllowedValues"] == ["true", "false"]
+    assert params["RevokeInstanceCredentials"]["AllowedValues"] == ["true", "false", "role-wide"]
     # Environment variables must be strings: no parameter of type List<...>/CommaDelimitedList.
     for var, value in variables.items():
         p = ref(value)
@@ -194,11 +205,17 @@ def test_function_role_lists_every_action_explicitly(template):
     stmts = role_statements(role)
     actions = set()
     for s in stmts:
-        assert s["Effect"] == "Allow"
+        assert s["Effect"] in ("Allow", "Deny")
         assert "NotAction" not in s and "NotResource" not in s and "NotPrincipal" not in s
         for a in as_list(s["Action"]):
             assert "*" not in a and "?" not in a, f"wildcard action {a!r}"
-            actions.add(a)
+            if s["Effect"] == "Allow":
+                actions.add(a)
+    # A Deny only narrows: the role-policy calls, never anything else.
+    for s in stmts:
+        if s["Effect"] == "Deny":
+            assert set(as_list(s["Action"])) == ROLE_POLICY_ACTIONS, s
+            assert "Condition" not in s, "the exception holds unconditionally"
     assert actions == FUNCTION_ACTIONS, (
         f"missing {sorted(FUNCTION_ACTIONS - actions)}, unexpected {sorted(actions - FUNCTION_ACTIONS)}"
     )
@@ -238,8 +255,33 @@ def test_pass_role_only_for_the_isolation_role_to_ec2(template):
     profile_roles = template["Resources"][iso_profile]["Properties"]["Roles"]
     assert [ref(r) for r in profile_roles] == [ga[0]], "PassRole's role is the isolation profile's role"
     assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
-    all_actions = {a for st in role_statements(role) for a in as_list(st["Action"])}
-    assert {a for a in all_actions if a.startswith("iam:")} == {"iam:PassRole"}
+    allowed = {a for st in role_statements(role) if st["Effect"] == "Allow" for a in as_list(st["Action"])}
+    assert {a for a in allowed if a.startswith("iam:")} == {
+        "iam:PassRole", "iam:GetInstanceProfile", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:PutRolePolicy",
+    }
+
+
+def test_role_policies_of_the_function_and_isolation_roles_are_denied(template):
+    """The revocation may write the inline policies of any role but these two."""
+    fn_role_name, role = function_role(template)
+    denies = [s for s in role_statements(role) if s["Effect"] == "Deny"]
+    assert len(denies) == 1
+    resources = [sample_value(template, r) for r in as_list(denies[0]["Resource"])]
+    iso_profile = getatt(function(template)[1]["Properties"]["Environment"]["Variables"]["ISOLATION_INSTANCE_PROFILE"])[0]
+    (iso_role,) = [ref(r) for r in template["Resources"][iso_profile]["Properties"]["Roles"]]
+    for name in (fn_role_name, iso_role):
+        arn = sample_value(template, {"Fn::GetAtt": [name, "Arn"]})
+        assert any(re.fullmatch(r.replace("*", ".*"), arn) for r in resources), f"{arn} not denied by {resources}"
+    assert not any(re.fullmatch(r.replace("*", ".*"), f"arn:aws:iam::{ACCOUNT}:role/web-server") for r in resources)
+    # Reads of instance profiles only; writes of role policies only on roles, never a user's or group's.
+    for s in role_statements(role):
+        if s["Effect"] != "Allow":
+            continue
+        for a in as_list(s["Action"]):
+            if a in ROLE_POLICY_ACTIONS:
+                assert [sample_value(template, r) for r in as_list(s["Resource"])] == [f"arn:aws:iam::{ACCOUNT}:role/*"]
+            if a == "iam:GetInstanceProfile":
+                assert [sample_value(template, r) for r in as_list(s["Resource"])] == [f"arn:aws:iam::{ACCOUNT}:instance-profile/*"]
 
 
 def test_profile_swap_only_to_the_isolation_profile(template):

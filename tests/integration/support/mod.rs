@@ -164,6 +164,11 @@ pub fn recorded_clients(sdk: &SdkConfig, log: &CallLog) -> Clients {
                 .interceptor(log.clone())
                 .build(),
         ),
+        iam: aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(sdk)
+                .interceptor(log.clone())
+                .build(),
+        ),
     }
 }
 
