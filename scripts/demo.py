@@ -4,7 +4,8 @@ driven through a local Lambda Runtime API, and the account before and after, pri
 Entry point: scripts/demo.sh (or `make demo`), which builds the binary, starts the emulator and
 runs:  python scripts/demo.py --endpoint URL --binary PATH
 
-run() is the whole demo; the other functions are its parts.
+run() is the whole demo; tests/demo/test_demo.py imports this module, calls run(), then reads
+the account back itself.
 """
 
 from __future__ import annotations
