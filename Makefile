@@ -1,5 +1,10 @@
 # Shortcuts; each target is one script or command that README describes.
-.PHONY: test lint release
+.PHONY: demo test lint release
+
+# The local run: no AWS account, no Docker. Builds the function, contains an instance in the AWS
+# emulator through the real binary, prints the instance before and after.
+demo:
+	scripts/demo.sh
 
 # The whole suite on a fresh machine: Python tools, the AWS emulator, cargo test, template checks.
 test:
