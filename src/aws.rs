@@ -35,6 +35,12 @@ impl Clients {
     }
 }
 
+/// The only SDK calls in this crate allowed to delete, terminate or detach anything, as
+/// `file: call`. Containment never loses evidence, so there are none yet; release's undo calls
+/// and the opt-in removal of an unencrypted snapshot after its encrypted copy completes will be
+/// the only ones, each named here. `tests/integration/nothing_lost.rs` enforces the list.
+pub const DELETING_CALLS_ALLOWED: &[&str] = &[];
+
 /// How hard the SDK retries a throttled or failed call before a step reports it.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// One attempt that takes longer than this is abandoned and retried: an API call that hangs must

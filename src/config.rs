@@ -82,6 +82,8 @@ pub struct Config {
     pub max_concurrent_instances: usize,
     /// The DynamoDB table of incident records (name or ARN).
     pub incident_table: String,
+    /// How long the cuts wait for the incident claim before going ahead without it.
+    pub claim_timeout: std::time::Duration,
     pub responder_access: ResponderAccess,
     /// The region the function runs in (Lambda's `AWS_REGION`), whose instances it contains.
     pub region: Option<String>,
@@ -110,6 +112,7 @@ pub const ISOLATION_INSTANCE_PROFILE: &str = "ISOLATION_INSTANCE_PROFILE";
 pub const SNAPSHOT_VOLUMES: &str = "SNAPSHOT_VOLUMES";
 pub const MAX_CONCURRENT_INSTANCES: &str = "MAX_CONCURRENT_INSTANCES";
 pub const INCIDENT_TABLE: &str = "INCIDENT_TABLE";
+pub const CLAIM_TIMEOUT_MS: &str = "CLAIM_TIMEOUT_MS";
 pub const FORENSIC_INGRESS_CIDRS: &str = "FORENSIC_INGRESS_CIDRS";
 pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
 pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
@@ -142,6 +145,11 @@ impl Config {
                 1..=100,
             )?,
             incident_table: table(lookup(INCIDENT_TABLE))?,
+            claim_timeout: std::time::Duration::from_millis(bounded_count(
+                CLAIM_TIMEOUT_MS,
+                get(CLAIM_TIMEOUT_MS, "3000"),
+                100..=120_000,
+            )? as u64),
             region: lookup("AWS_REGION").filter(|r| !r.is_empty()),
             responder_access: ResponderAccess {
                 cidrs: cidrs(get(FORENSIC_INGRESS_CIDRS, ""))?,
@@ -438,6 +446,7 @@ mod tests {
         assert!(config.snapshot_volumes);
         assert_eq!(config.max_concurrent_instances, 10);
         assert_eq!(config.incident_table, "incidents");
+        assert_eq!(config.claim_timeout, std::time::Duration::from_secs(3));
         assert_eq!(config.revoke_credentials, CredentialRevocation::Instance);
         assert_eq!(
             config.responder_access,
@@ -538,6 +547,7 @@ mod tests {
                 INCIDENT_TABLE,
                 "arn:aws:dynamodb:us-east-1:123456789012:stream/x",
             ),
+            (CLAIM_TIMEOUT_MS, "50"),
             (FORENSIC_INGRESS_CIDRS, "0.0.0.0/0"),
             (FORENSIC_INGRESS_CIDRS, "::/0"),
             (FORENSIC_INGRESS_CIDRS, "203.0.113.5/24"),

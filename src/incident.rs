@@ -25,11 +25,6 @@ use serde::{Deserialize, Serialize};
 use crate::aws::{aws_err, AwsError};
 use crate::report::{InterfaceGroups, OriginalState, SnapshotRecord, TargetRegistration};
 
-/// The claim sits in front of the network and credential cuts, so it gets a budget of its own,
-/// far below the SDK's default: if the table does not answer, the cuts go ahead without it.
-const CLAIM_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
-const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
-
 const KEY: &str = "instance_id";
 const INCIDENT: &str = "incident";
 const STATUS: &str = "status";
@@ -116,6 +111,10 @@ pub enum Lease {
 pub struct IncidentStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// The claim sits in front of the network and credential cuts, so it gets a budget of its
+    /// own (`CLAIM_TIMEOUT_MS`), far below the SDK's default: if the table does not answer in
+    /// time, the cuts go ahead without it.
+    claim_timeout: Duration,
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -157,10 +156,15 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Record {
 }
 
 impl IncidentStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        claim_timeout: Duration,
+    ) -> Self {
         Self {
             client,
             table: table.into(),
+            claim_timeout,
         }
     }
 
@@ -193,8 +197,9 @@ impl IncidentStore {
             .config_override(
                 aws_sdk_dynamodb::config::Builder::default().timeout_config(
                     TimeoutConfig::builder()
-                        .operation_attempt_timeout(CLAIM_ATTEMPT_TIMEOUT)
-                        .operation_timeout(CLAIM_TIMEOUT)
+                        // Room for a retry or two within the budget.
+                        .operation_attempt_timeout(self.claim_timeout / 3)
+                        .operation_timeout(self.claim_timeout)
                         .build(),
                 ),
             )

@@ -165,7 +165,11 @@ pub async fn contain_all(
     invocation_id: &str,
 ) -> Report {
     let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access);
-    let store = IncidentStore::new(clients.dynamodb.clone(), &config.incident_table);
+    let store = IncidentStore::new(
+        clients.dynamodb.clone(),
+        &config.incident_table,
+        config.claim_timeout,
+    );
     let invocation = Invocation {
         clients,
         config,

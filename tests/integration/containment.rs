@@ -36,7 +36,51 @@ pub async fn contain(
     event: Value,
     extra: &[(&str, &str)],
 ) -> (Result<Report, String>, CallLog) {
-    contain_with(scenario, event, extra, &scenario.account.sdk).await
+    let (result, log) = contain_with(scenario, event, extra, &scenario.account.sdk).await;
+    if let Ok(report) = &result {
+        let snapshots_on = !extra.contains(&("SNAPSHOT_VOLUMES", "false"));
+        assert_evidence_kept(scenario, report, snapshots_on).await;
+    }
+    (result, log)
+}
+
+/// What every containment that reports success promises: every attached volume is kept on
+/// termination and, unless snapshots are turned off, has a snapshot.
+pub async fn assert_evidence_kept(scenario: &Scenario, report: &Report, snapshots_on: bool) {
+    for instance in &report.instances {
+        if instance.outcome != ec2_quarantine::report::InstanceOutcome::Contained {
+            continue;
+        }
+        let id = &instance.instance_id;
+        let described = scenario.account.instance(id).await;
+        let snapshotted: Vec<String> = if snapshots_on {
+            scenario
+                .account
+                .snapshots_of(id)
+                .await
+                .into_iter()
+                .map(|(_, volume)| volume)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for mapping in described.block_device_mappings() {
+            let ebs = mapping.ebs().unwrap();
+            assert_eq!(
+                ebs.delete_on_termination(),
+                Some(false),
+                "{id}: {:?} kept on termination",
+                mapping.device_name()
+            );
+            if snapshots_on {
+                let volume = ebs.volume_id().unwrap();
+                assert!(
+                    snapshotted.iter().any(|v| v == volume),
+                    "{id}: {volume} has a snapshot"
+                );
+            }
+        }
+    }
 }
 
 /// Runs the handler as Lambda would, with its clients built from `sdk` (through injected
@@ -399,4 +443,70 @@ async fn snapshots_can_be_turned_off() {
     );
     assert_eq!(log.count("CreateSnapshots"), 0);
     assert!(s.account.snapshots_of(&s.instance_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_spot_instance_is_cut_off_and_its_volumes_kept_though_it_cannot_take_protection() {
+    use aws_sdk_ec2::types::{
+        BlockDeviceMapping, EbsBlockDevice, InstanceMarketOptionsRequest,
+        InstanceNetworkInterfaceSpecification, MarketType,
+    };
+    let s = Scenario::build(Options::default()).await;
+    let spot = s
+        .account
+        .ec2
+        .run_instances()
+        .image_id("ami-0123456789abcdef0")
+        .min_count(1)
+        .max_count(1)
+        .instance_market_options(
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .build(),
+        )
+        .network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .subnet_id(&s.subnet_id)
+                .groups(&s.app_groups[0])
+                .build(),
+        )
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sda1")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(8)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let (result, log) = contain(&s, trigger_event(&[&spot]), &[]).await;
+    let report = result.expect("a spot instance is contained");
+    let step = report.instances[0].step(Step::ProtectInstance).unwrap();
+    assert_eq!(step.status, Status::Skipped);
+    assert!(step.detail.contains("Spot"), "{}", step.detail);
+    assert_eq!(
+        report.instances[0].step(Step::KeepVolumes).unwrap().status,
+        Status::Done
+    );
+    assert_eq!(
+        log.count("DescribeInstanceAttribute"),
+        0,
+        "protection not even read"
+    );
+    let (group, _, _) = s.isolation_group().await;
+    let eni = s.account.instance(&spot).await.network_interfaces()[0]
+        .network_interface_id()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.account.interface_groups(&eni).await, vec![group]);
 }

@@ -54,6 +54,7 @@ async fn throttling_is_absorbed_by_the_sdks_retries_and_containment_completes() 
     .await;
     let report = result.expect("containment completes despite throttling");
     assert_eq!(report.outcome, Outcome::Contained);
+    crate::containment::assert_evidence_kept(&s, &report, true).await;
     for operation in [
         "ModifyNetworkInterfaceAttribute",
         "DetachInstances",

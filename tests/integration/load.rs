@@ -1,17 +1,16 @@
 use ec2_quarantine::report::{InstanceOutcome, Outcome};
-use futures::stream::{self, StreamExt};
+use futures::future::join_all;
 
 use crate::containment::{contain_with, trigger_event};
 use crate::support::scenario::Scenario;
 
 const FLEET: i32 = 50;
-const IN_FLIGHT: usize = 10;
+const PATIENT_CLAIM: (&str, &str) = ("CLAIM_TIMEOUT_MS", "120000");
 
 /// The emulator serves one request at a time, far below AWS's capacity: fifty containments at
-/// once queue there for longer than the function's 5 s attempt timeout, which is sized for AWS.
-/// These tests measure convergence under concurrency, not latency, so they wait longer.
-/// (The incident claim keeps its own 3 s budget, which is why at most `IN_FLIGHT`
-/// invocations run at once below: fifty at once overflow the emulator's listen queue.)
+/// once queue there for longer than the function's 5 s attempt timeout and 3 s claim budget,
+/// which are sized for AWS. These tests measure convergence under concurrency, not latency, so
+/// they wait longer (`PATIENT_CLAIM` is the function's own `CLAIM_TIMEOUT_MS` setting).
 fn patient(s: &Scenario) -> aws_config::SdkConfig {
     s.account
         .sdk
@@ -48,7 +47,8 @@ async fn assert_all_contained(s: &Scenario, ids: &[String]) {
 async fn one_event_naming_fifty_instances_contains_them_all_with_one_group() {
     let (s, ids) = Scenario::fleet(FLEET).await;
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let (result, log) = contain_with(&s, trigger_event(&refs), &[], &patient(&s)).await;
+    let (result, log) =
+        contain_with(&s, trigger_event(&refs), &[PATIENT_CLAIM], &patient(&s)).await;
     let report = result.expect("all fifty contained");
     assert_eq!(report.outcome, Outcome::Contained);
     assert_eq!(report.instances.len(), ids.len());
@@ -70,11 +70,11 @@ async fn fifty_concurrent_invocations_in_one_vpc_end_with_exactly_one_group() {
     // the VPC's isolation group.
     let (s, ids) = Scenario::fleet(FLEET).await;
     let sdk = patient(&s);
-    let runs: Vec<_> = stream::iter(&ids)
-        .map(|id| contain_with(&s, trigger_event(&[id]), &[], &sdk))
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
+    let runs = join_all(
+        ids.iter()
+            .map(|id| contain_with(&s, trigger_event(&[id]), &[PATIENT_CLAIM], &sdk)),
+    )
+    .await;
     for (result, _) in runs {
         let report = result.expect("every invocation contains its instance");
         assert_eq!(report.outcome, Outcome::Contained);
