@@ -1,10 +1,12 @@
 //! A fault-injecting HTTP layer between the SDK and the emulator, for the conditions the emulator
-//! cannot produce (throttling, access denied, a call that hangs). Everything above the HTTP
-//! connector is the real code path: the SDK's retry and timeout policy, its error parsing, and
-//! the function's handling of the result. Calls that match no fault go to the emulator.
+//! cannot produce (throttling, access denied, a call that hangs), and for the benchmark's
+//! latency (a fixed delay on every call, as to a regional endpoint, and a timeline of every
+//! call's start and end). Everything above the HTTP connector is the real code path: the SDK's
+//! retry and timeout policy, its error parsing, and the function's handling of the result.
+//! Calls that match no fault go to the emulator.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_runtime_api::client::http::{
@@ -34,11 +36,38 @@ struct Rule {
     injected: u32,
 }
 
+/// One call as the layer saw it: from the SDK handing it over to the answer coming back.
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // read by the benchmark, which shares this file
+pub struct Call {
+    pub operation: String,
+    pub start: Instant,
+    pub end: Instant,
+}
+
 /// The faults to inject, by operation name (`ModifyNetworkInterfaceAttribute`, `PutItem`, ...).
 #[derive(Clone, Debug, Default)]
-pub struct Faults(Arc<Mutex<Vec<Rule>>>);
+pub struct Faults {
+    rules: Arc<Mutex<Vec<Rule>>>,
+    latency: Option<Duration>,
+    timeline: Arc<Mutex<Vec<Call>>>,
+}
 
+#[allow(dead_code)] // each user (tests, benchmark) uses part of it
 impl Faults {
+    /// Every call waits `latency` before it reaches the emulator.
+    pub fn with_latency(latency: Duration) -> Self {
+        Self {
+            latency: Some(latency),
+            ..Self::default()
+        }
+    }
+
+    /// Every call made so far, in the order they ended.
+    pub fn timeline(&self) -> Vec<Call> {
+        self.timeline.lock().unwrap().clone()
+    }
+
     /// Every call of `operation` fails with `code`.
     pub fn deny(&self, operation: &'static str, code: &'static str) -> &Self {
         self.add(operation, Fault::Error { status: 403, code }, None)
@@ -55,7 +84,7 @@ impl Faults {
     }
 
     fn add(&self, operation: &'static str, fault: Fault, remaining: Option<u32>) -> &Self {
-        self.0.lock().unwrap().push(Rule {
+        self.rules.lock().unwrap().push(Rule {
             operation,
             fault,
             remaining,
@@ -66,7 +95,7 @@ impl Faults {
 
     /// How many calls of `operation` got a fault.
     pub fn injected(&self, operation: &str) -> u32 {
-        self.0
+        self.rules
             .lock()
             .unwrap()
             .iter()
@@ -76,7 +105,7 @@ impl Faults {
     }
 
     fn take(&self, operation: &str) -> Option<Fault> {
-        let mut rules = self.0.lock().unwrap();
+        let mut rules = self.rules.lock().unwrap();
         let rule = rules
             .iter_mut()
             .find(|r| r.operation == operation && r.remaining != Some(0))?;
@@ -169,18 +198,36 @@ fn error_response(request: &HttpRequest, status: u16, code: &str) -> HttpRespons
 impl HttpConnector for FaultConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let operation = operation_of(&request);
-        match self.faults.take(&operation) {
+        let start = Instant::now();
+        let answer = match self.faults.take(&operation) {
             None => self.inner.call(request),
             Some(Fault::Error { status, code }) => {
                 HttpConnectorFuture::ready(Ok(error_response(&request, status, code)))
             }
-            Some(Fault::Hang) => HttpConnectorFuture::new(async move {
-                // Far past every timeout the SDK is given: the SDK must give up first.
-                tokio::time::sleep(Duration::from_secs(600)).await;
-                Err(ConnectorError::timeout(
-                    format!("{operation} hung for 600 s").into(),
-                ))
-            }),
-        }
+            Some(Fault::Hang) => {
+                let operation = operation.clone();
+                HttpConnectorFuture::new(async move {
+                    // Far past every timeout the SDK is given: the SDK must give up first.
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    Err(ConnectorError::timeout(
+                        format!("{operation} hung for 600 s").into(),
+                    ))
+                })
+            }
+        };
+        let latency = self.faults.latency;
+        let timeline = self.faults.timeline.clone();
+        HttpConnectorFuture::new(async move {
+            if let Some(latency) = latency {
+                tokio::time::sleep(latency).await;
+            }
+            let result = answer.await;
+            timeline.lock().unwrap().push(Call {
+                operation,
+                start,
+                end: Instant::now(),
+            });
+            result
+        })
     }
 }
