@@ -221,16 +221,7 @@ impl IncidentStore {
     }
 
     pub async fn get(&self, instance_id: &str) -> Result<Option<Record>, AwsError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, s(instance_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws_err("GetItem"))?;
-        Ok(output.item().map(record_of))
+        Ok(self.item(instance_id).await?.as_ref().map(record_of))
     }
 
     /// Records one piece of original state unless one is recorded already: called by a step
