@@ -402,7 +402,7 @@ fn credential_revocation(value: String) -> Result<CredentialRevocation, ConfigEr
     }
 }
 
-/// GuardDuty severities run from 0 to 10 (findings are issued from 1 to 8.9).
+/// GuardDuty's severity scale: Low from 1, up to Critical, 9 to 10.
 fn severity(variable: &'static str, value: String) -> Result<f64, ConfigError> {
     match value.trim().parse::<f64>() {
         Ok(n) if (0.0..=10.0).contains(&n) => Ok(n),

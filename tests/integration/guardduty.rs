@@ -1,10 +1,12 @@
 use std::path::Path;
 
+use ec2_quarantine::handler::{handle, Deps, HandlerError};
 use ec2_quarantine::report::Outcome;
 use serde_json::{json, Value};
 
 use crate::containment::contain;
-use crate::support::scenario::{Options, Scenario};
+use crate::support::scenario::{Account, Options, Scenario};
+use crate::support::{config, recorded_clients, CallLog};
 
 /// A file of events/, as GuardDuty sends it.
 pub fn sample(file: &str) -> Value {
@@ -102,4 +104,25 @@ async fn the_functions_threshold_applies_to_a_finding_the_rule_let_through() {
     let (result, _) = contain(&s, event, &[("GUARDDUTY_MIN_SEVERITY", "2")]).await;
     let report = result.expect("containment succeeds");
     assert_eq!(report.outcome, Outcome::Contained, "{}", report.to_json());
+}
+
+#[tokio::test]
+async fn a_finding_about_an_instance_in_another_region_is_refused_with_no_aws_call() {
+    let log = CallLog::default();
+    let account = Account::new().await;
+    let deps = Deps {
+        clients: recorded_clients(&account.sdk, &log),
+        config: config(&[
+            ("ISOLATION_INSTANCE_PROFILE", "isolation"),
+            ("AWS_REGION", "us-east-1"),
+        ]),
+    };
+    let mut event = sample("guardduty-instance-high.json");
+    event["detail"]["region"] = json!("eu-west-1");
+    let err = handle(event, "r", &deps)
+        .await
+        .expect_err("another region's instance is refused");
+    assert!(matches!(err, HandlerError::InvalidEvent(_)), "{err}");
+    assert!(err.to_string().contains("eu-west-1"), "{err}");
+    assert_eq!(log.calls(), Vec::<String>::new(), "no AWS call");
 }

@@ -246,7 +246,8 @@ SEMANTICS = [
     ("severity just below the threshold", _GD, _finding(6.9), False),
     ("severity low", _GD, _finding(2), False),
     ("severity as a string", _GD, _finding("8"), False),
-    ("severity at the top of the scale", _GD, _finding(8.9), True),
+    ("severity at the top of the High band", _GD, _finding(8.9), True),
+    ("severity Critical", _GD, _finding(9.5), True),
     ("decimal threshold, at it", _GD_DECIMAL, _finding(5.5), True),
     ("decimal threshold, below it", _GD_DECIMAL, _finding(5.4), False),
     ("nested resourceType differs", _GD, _finding(8, "S3Bucket"), False),
@@ -397,7 +398,7 @@ def test_guardduty_samples_have_the_aws_shape(name):
     assert d["arn"].split("/")[1] == d["service"]["detectorId"]
     assert re.fullmatch(r"[A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9&.!_:-]+", d["type"]), d["type"]
     assert isinstance(d["severity"], (int, float)) and not isinstance(d["severity"], bool)
-    assert 1 <= d["severity"] <= 8.9
+    assert 1 <= d["severity"] <= 10
     assert _GD_TIME.match(d["createdAt"]) and _GD_TIME.match(d["updatedAt"])
     assert d["service"]["serviceName"] == "guardduty"
     r = d["resource"]
