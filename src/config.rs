@@ -6,12 +6,17 @@
 
 use std::fmt;
 
-/// The tag that triggers containment. Both halves are compared case-sensitively, as EventBridge
-/// compares them: `Quarantine=True` is not `Quarantine=true`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What triggers containment. Both halves of the tag are compared case-sensitively, as
+/// EventBridge compares them: `Quarantine=True` is not `Quarantine=true`.
+// Not `Eq`: the severity is a float (GuardDuty severities have decimals, 5.3 say).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Trigger {
     pub key: String,
     pub value: String,
+    /// The lowest GuardDuty finding severity acted on. The rule filters on its own copy of
+    /// the threshold; this one still applies to a finding that arrives another way (a rule
+    /// edited by hand, a direct invocation with a finding event).
+    pub guardduty_min_severity: f64,
 }
 
 /// How the deny-all instance profile is named in `ISOLATION_INSTANCE_PROFILE`. EC2 accepts
@@ -72,7 +77,7 @@ pub struct ResponderAccess {
     pub ports: Vec<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub trigger: Trigger,
     pub isolation_group_name: String,
@@ -116,6 +121,7 @@ pub const CLAIM_TIMEOUT_MS: &str = "CLAIM_TIMEOUT_MS";
 pub const FORENSIC_INGRESS_CIDRS: &str = "FORENSIC_INGRESS_CIDRS";
 pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
 pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
+pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
 
 impl Config {
     /// Reads the process environment.
@@ -132,6 +138,10 @@ impl Config {
             trigger: Trigger {
                 key: tag_key(QUARANTINE_TAG_KEY, get(QUARANTINE_TAG_KEY, "Quarantine"))?,
                 value: tag_value(QUARANTINE_TAG_VALUE, get(QUARANTINE_TAG_VALUE, "true"))?,
+                guardduty_min_severity: severity(
+                    GUARDDUTY_MIN_SEVERITY,
+                    get(GUARDDUTY_MIN_SEVERITY, "7"),
+                )?,
             },
             isolation_group_name: group_name(get(
                 ISOLATION_SECURITY_GROUP_NAME,
@@ -392,6 +402,14 @@ fn credential_revocation(value: String) -> Result<CredentialRevocation, ConfigEr
     }
 }
 
+/// GuardDuty's severity scale: Low from 1, up to Critical, 9 to 10.
+fn severity(variable: &'static str, value: String) -> Result<f64, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(n) if (0.0..=10.0).contains(&n) => Ok(n),
+        _ => Err(invalid(variable, &value, "expected a number from 0 to 10")),
+    }
+}
+
 fn bounded_count(
     variable: &'static str,
     value: String,
@@ -435,7 +453,8 @@ mod tests {
             config.trigger,
             Trigger {
                 key: "Quarantine".into(),
-                value: "true".into()
+                value: "true".into(),
+                guardduty_min_severity: 7.0,
             }
         );
         assert_eq!(config.isolation_group_name, "ec2-quarantine-isolation");
@@ -559,6 +578,12 @@ mod tests {
             (REVOKE_INSTANCE_CREDENTIALS, "yes"),
             (REVOKE_INSTANCE_CREDENTIALS, "rolewide"),
             (REVOKE_INSTANCE_CREDENTIALS, ""),
+            (GUARDDUTY_MIN_SEVERITY, ""),
+            (GUARDDUTY_MIN_SEVERITY, "high"),
+            (GUARDDUTY_MIN_SEVERITY, "-1"),
+            (GUARDDUTY_MIN_SEVERITY, "10.5"),
+            (GUARDDUTY_MIN_SEVERITY, "NaN"),
+            (GUARDDUTY_MIN_SEVERITY, "inf"),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -588,6 +613,19 @@ mod tests {
         assert_eq!(config.trigger.key, "SecOps:Quarantine");
         assert_eq!(config.trigger.value, "Yes");
         assert!(!config.snapshot_volumes);
+    }
+
+    #[test]
+    fn the_guardduty_threshold_takes_decimals_and_both_ends_of_the_scale() {
+        for (value, expected) in [("5.5", 5.5), ("0", 0.0), ("10", 10.0), (" 8 ", 8.0)] {
+            let config = config(&[
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+                (GUARDDUTY_MIN_SEVERITY, value),
+            ])
+            .unwrap();
+            assert_eq!(config.trigger.guardduty_min_severity, expected, "{value:?}");
+        }
     }
 
     #[test]

@@ -4,12 +4,15 @@
 
 use aws_lambda_events::cloudwatch_events::tag::TagChangeOnResource;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Trigger;
 
 const TAG_SOURCE: &str = "aws.tag";
 const TAG_DETAIL_TYPE: &str = "Tag Change on Resource";
+const GUARDDUTY_SOURCE: &str = "aws.guardduty";
+const GUARDDUTY_DETAIL_TYPE: &str = "GuardDuty Finding";
 
 /// What an inbound event asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,14 @@ pub enum EventError {
     MalformedEnvelope(String),
     #[error("the Tag Change on Resource detail is malformed: {0}")]
     MalformedTagDetail(String),
+    #[error("the GuardDuty finding is malformed: {0}")]
+    MalformedFinding(String),
+    #[error(
+        "the GuardDuty finding is about account {finding} but the event comes from account \
+         {event} (findings aggregated in a GuardDuty administrator account): cross-account \
+         containment is not supported; deploy the function in account {finding}"
+    )]
+    OtherAccount { finding: String, event: String },
     #[error("the direct invocation is malformed: {0}")]
     MalformedDirect(String),
     #[error("the event names no instance (resources is {0})")]
@@ -143,9 +154,13 @@ fn direct(value: Value) -> Result<Request, EventError> {
 fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
     let event: EventBridgeEvent<Value> =
         serde_json::from_value(value).map_err(|e| EventError::MalformedEnvelope(e.to_string()))?;
+    if event.source == GUARDDUTY_SOURCE && event.detail_type == GUARDDUTY_DETAIL_TYPE {
+        return guardduty(event, trigger);
+    }
     if event.source != TAG_SOURCE || event.detail_type != TAG_DETAIL_TYPE {
         return Ok(ignore(format!(
-            "{:?} events from {:?} are not handled (only {TAG_DETAIL_TYPE:?} from {TAG_SOURCE})",
+            "{:?} events from {:?} are not handled (only {TAG_DETAIL_TYPE:?} from {TAG_SOURCE} \
+             and {GUARDDUTY_DETAIL_TYPE:?} from {GUARDDUTY_SOURCE})",
             event.detail_type, event.source
         )));
     }
@@ -228,6 +243,124 @@ fn check_tag_detail(detail: &Value) -> Result<(), EventError> {
     Ok(())
 }
 
+/// The few fields of a GuardDuty finding the decision needs; aws_lambda_events has no type
+/// for it, and the rest of the finding (service, network details) is left to the analyst.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Finding {
+    id: String,
+    #[serde(rename = "type")]
+    finding_type: String,
+    severity: f64,
+    account_id: String,
+    region: String,
+    resource: FindingResource,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingResource {
+    resource_type: String,
+    instance_details: Option<InstanceDetails>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceDetails {
+    instance_id: String,
+}
+
+fn guardduty(event: EventBridgeEvent<Value>, trigger: &Trigger) -> Result<Request, EventError> {
+    check_fields(
+        &event.detail,
+        &[
+            ("/id", "a string", Value::is_string),
+            ("/type", "a string", Value::is_string),
+            ("/severity", "a number", Value::is_number),
+            ("/accountId", "a string", Value::is_string),
+            ("/region", "a string", Value::is_string),
+            ("/resource", "an object", Value::is_object),
+            ("/resource/resourceType", "a string", Value::is_string),
+        ],
+    )?;
+    // Only an instance finding must carry instanceDetails; S3 or IAM findings have none.
+    if event.detail.pointer("/resource/resourceType") == Some(&Value::from("Instance")) {
+        check_fields(
+            &event.detail,
+            &[
+                ("/resource/instanceDetails", "an object", Value::is_object),
+                (
+                    "/resource/instanceDetails/instanceId",
+                    "a string",
+                    Value::is_string,
+                ),
+            ],
+        )?;
+    }
+    let finding: Finding = serde_json::from_value(event.detail)
+        .map_err(|e| EventError::MalformedFinding(e.to_string()))?;
+    let described = format!(
+        "GuardDuty finding {} (severity {}, id {})",
+        finding.finding_type, finding.severity, finding.id
+    );
+    if finding.resource.resource_type != "Instance" {
+        return Ok(ignore(format!(
+            "{described} is about a resource of type {}, not an EC2 instance",
+            finding.resource.resource_type
+        )));
+    }
+    let Some(details) = finding.resource.instance_details else {
+        return Err(EventError::MalformedFinding(
+            "detail.resource.instanceDetails is missing".to_owned(),
+        ));
+    };
+    if finding.severity < trigger.guardduty_min_severity {
+        return Ok(ignore(format!(
+            "severity {} is below the threshold {} ({described})",
+            finding.severity, trigger.guardduty_min_severity
+        )));
+    }
+    // An administrator account receives its members' findings; their instances are out of
+    // this function's reach (its role is in this account), so acting would fail late and
+    // partially. Refuse before any call instead.
+    match event.account.as_deref() {
+        Some(account) if account == finding.account_id => {}
+        other => {
+            return Err(EventError::OtherAccount {
+                finding: finding.account_id,
+                event: other.unwrap_or("(none)").to_owned(),
+            })
+        }
+    }
+    Ok(Request::Contain(ContainRequest {
+        instance_ids: validated_ids(vec![details.instance_id])?,
+        reason: described,
+        event_id: event.id.filter(|id| !id.is_empty()),
+        // Where the instance is: the handler refuses a finding from another region.
+        region: Some(finding.region),
+    }))
+}
+
+/// A JSON pointer under `detail`, what it must be, and the test for it.
+type FieldCheck = (&'static str, &'static str, fn(&Value) -> bool);
+
+/// Names the field that is wrong (as a path under `detail`), which serde's message does not.
+fn check_fields(detail: &Value, checks: &[FieldCheck]) -> Result<(), EventError> {
+    let malformed = |message: String| EventError::MalformedFinding(message);
+    if !detail.is_object() {
+        return Err(malformed(format!("detail must be an object, not {detail}")));
+    }
+    for (pointer, kind, ok) in checks {
+        let field = format!("detail{}", pointer.replace('/', "."));
+        match detail.pointer(pointer) {
+            Some(value) if ok(value) => {}
+            Some(value) => return Err(malformed(format!("{field} must be {kind}, not {value}"))),
+            None => return Err(malformed(format!("{field} is missing"))),
+        }
+    }
+    Ok(())
+}
+
 fn ignore(reason: String) -> Request {
     Request::Ignore { reason }
 }
@@ -279,7 +412,157 @@ mod tests {
         Trigger {
             key: "Quarantine".into(),
             value: "true".into(),
+            guardduty_min_severity: 7.0,
         }
+    }
+
+    fn finding(severity: Value, resource: Value) -> Value {
+        json!({
+            "version": "0",
+            "id": "7c0d5c3e-2f4a-4b1e-9d6a-1a2b3c4d5e6f",
+            "detail-type": "GuardDuty Finding",
+            "source": "aws.guardduty",
+            "account": "123456789012",
+            "time": "2026-11-23T10:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {
+                "schemaVersion": "2.0",
+                "accountId": "123456789012",
+                "region": "us-east-1",
+                "partition": "aws",
+                "id": "a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7",
+                "type": "UnauthorizedAccess:EC2/SSHBruteForce",
+                "resource": resource,
+                "severity": severity,
+                "title": "SSH brute force"
+            }
+        })
+    }
+
+    fn instance_resource() -> Value {
+        json!({
+            "resourceType": "Instance",
+            "instanceDetails": {"instanceId": "i-0123456789abcdef0", "instanceState": "running"}
+        })
+    }
+
+    #[test]
+    fn a_guardduty_instance_finding_at_the_threshold_contains_the_instance() {
+        let request =
+            Request::from_value(finding(json!(7), instance_resource()), &trigger()).unwrap();
+        assert_eq!(
+            request,
+            Request::Contain(ContainRequest {
+                instance_ids: vec!["i-0123456789abcdef0".into()],
+                reason: "GuardDuty finding UnauthorizedAccess:EC2/SSHBruteForce (severity 7, id a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7)".into(),
+                event_id: Some("7c0d5c3e-2f4a-4b1e-9d6a-1a2b3c4d5e6f".into()),
+                region: Some("us-east-1".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_guardduty_finding_below_the_threshold_is_ignored() {
+        let request =
+            Request::from_value(finding(json!(2), instance_resource()), &trigger()).unwrap();
+        assert!(
+            matches!(&request, Request::Ignore { reason } if reason.starts_with("severity 2 is below the threshold 7")),
+            "{request:?}"
+        );
+        // Decimals count: 6.9 is below 7.
+        let request =
+            Request::from_value(finding(json!(6.9), instance_resource()), &trigger()).unwrap();
+        assert!(matches!(request, Request::Ignore { .. }));
+    }
+
+    #[test]
+    fn the_guardduty_threshold_is_the_functions_own() {
+        let mut lower = trigger();
+        lower.guardduty_min_severity = 2.0;
+        let request = Request::from_value(finding(json!(2), instance_resource()), &lower).unwrap();
+        assert!(matches!(request, Request::Contain(_)));
+    }
+
+    #[test]
+    fn a_guardduty_finding_about_another_resource_type_is_ignored() {
+        for resource in [
+            json!({"resourceType": "S3Bucket", "s3BucketDetails": [{"name": "b"}]}),
+            json!({"resourceType": "AccessKey", "accessKeyDetails": {"userName": "u"}}),
+        ] {
+            let request = Request::from_value(finding(json!(8), resource), &trigger()).unwrap();
+            assert!(
+                matches!(&request, Request::Ignore { reason } if reason.contains("not an EC2 instance")),
+                "{request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_guardduty_finding_from_another_account_is_refused() {
+        let mut event = finding(json!(8), instance_resource());
+        event["detail"]["accountId"] = json!("210987654321");
+        let err = Request::from_value(event, &trigger()).unwrap_err();
+        assert_eq!(
+            err,
+            EventError::OtherAccount {
+                finding: "210987654321".into(),
+                event: "123456789012".into()
+            }
+        );
+        assert!(err
+            .to_string()
+            .contains("cross-account containment is not supported"));
+    }
+
+    #[test]
+    fn a_malformed_guardduty_finding_names_the_field() {
+        let without = |field: &str| {
+            let mut event = finding(json!(8), instance_resource());
+            event["detail"].as_object_mut().unwrap().remove(field);
+            event
+        };
+        let cases = [
+            (
+                finding(json!(8), json!({"resourceType": "Instance"})),
+                "detail.resource.instanceDetails is missing",
+            ),
+            (
+                finding(
+                    json!(8),
+                    json!({"resourceType": "Instance", "instanceDetails": {"instanceId": 7}}),
+                ),
+                "detail.resource.instanceDetails.instanceId must be a string",
+            ),
+            (
+                finding(json!("8"), instance_resource()),
+                "detail.severity must be a number",
+            ),
+            (
+                finding(json!(8), json!({"instanceDetails": {}})),
+                "detail.resource.resourceType is missing",
+            ),
+            (without("id"), "detail.id is missing"),
+            (without("type"), "detail.type is missing"),
+            (without("accountId"), "detail.accountId is missing"),
+            (without("region"), "detail.region is missing"),
+        ];
+        for (event, expected) in cases {
+            let err = Request::from_value(event.clone(), &trigger())
+                .expect_err(&format!("{event} must be invalid"));
+            assert!(
+                matches!(&err, EventError::MalformedFinding(m) if m.contains(expected)),
+                "error for {event} should say {expected:?}: {err}"
+            );
+        }
+        let bad_id = finding(
+            json!(8),
+            json!({"resourceType": "Instance", "instanceDetails": {"instanceId": "i-XYZ"}}),
+        );
+        assert_eq!(
+            Request::from_value(bad_id, &trigger()).unwrap_err(),
+            EventError::BadInstanceId("i-XYZ".into())
+        );
     }
 
     fn tag_event(keys: &[&str], tags: Value, resources: Value) -> Value {

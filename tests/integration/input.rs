@@ -54,7 +54,9 @@ async fn well_formed_events_that_ask_for_nothing_are_ignored_with_no_aws_call() 
             "volume",
         ),
         tag_event(&["Quarantine"], json!({"Quarantine": "true"}), "rds", "db"),
-        json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}}),
+        json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}}),
+        crate::guardduty::sample("guardduty-instance-low.json"),
+        crate::guardduty::sample("guardduty-s3-finding.json"),
     ];
     for event in ignored {
         let report = handle(event.clone(), "r", &deps)
@@ -85,6 +87,17 @@ async fn malformed_events_are_errors_that_name_the_problem_with_no_aws_call() {
         (
             json!({"detail-type": "Tag Change on Resource", "source": "aws.tag"}),
             "detail",
+        ),
+        (
+            json!({"source": "aws.guardduty", "detail-type": "GuardDuty Finding", "detail": {}}),
+            "detail.id is missing",
+        ),
+        (
+            crate::guardduty::with_account(
+                crate::guardduty::sample("guardduty-instance-high.json"),
+                "210987654321",
+            ),
+            "cross-account containment is not supported",
         ),
     ];
     for (event, expected) in invalid {

@@ -12,6 +12,8 @@ mod containment;
 mod credentials;
 /// Faults the emulator cannot produce, injected under the SDK: throttling, denial, hangs.
 mod faults;
+/// GuardDuty findings as a trigger: an instance finding contains it, a low one calls nothing.
+mod guardduty;
 /// The instance profile: replaced, associated, named by ARN.
 mod identity;
 /// Events that must not lead to a single AWS call, and instances that must not be changed.

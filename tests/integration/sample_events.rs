@@ -10,11 +10,23 @@ enum Expected {
     Invalid,
 }
 
+/// The ignored GuardDuty findings must say why: one is below the threshold, one is not
+/// about an instance.
+fn expected_reason(file: &str) -> Option<&'static str> {
+    match file {
+        "guardduty-instance-low.json" => Some("severity 2 is below the threshold 7"),
+        "guardduty-s3-finding.json" => Some("S3Bucket, not an EC2 instance"),
+        _ => None,
+    }
+}
+
 /// The decision `events/README.md` promises for each sample file, with the parameter defaults.
 fn expected(file: &str) -> Expected {
     const ONE: &[&str] = &["i-0123456789abcdef0"];
     match file {
-        "tag-quarantine-instance.json" | "direct-invocation.json" => Expected::Contain(ONE),
+        "tag-quarantine-instance.json"
+        | "direct-invocation.json"
+        | "guardduty-instance-high.json" => Expected::Contain(ONE),
         "tag-quarantine-two-instances.json" => {
             Expected::Contain(&["i-0123456789abcdef0", "i-0fedcba9876543210"])
         }
@@ -23,7 +35,9 @@ fn expected(file: &str) -> Expected {
         | "tag-quarantine-other-value.json"
         | "tag-quarantine-value-other-case.json"
         | "tag-quarantine-removed.json"
-        | "tag-volume.json" => Expected::Ignore,
+        | "tag-volume.json"
+        | "guardduty-instance-low.json"
+        | "guardduty-s3-finding.json" => Expected::Ignore,
         "invalid-unknown-shape.json" => Expected::Invalid,
         other => panic!("events/{other} has no expected decision here: add it"),
     }
@@ -46,7 +60,10 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
                 assert_eq!(request.instance_ids, ids, "{name}")
             }
             (Expected::Ignore, Ok(Request::Ignore { reason })) => {
-                assert!(!reason.is_empty(), "{name}")
+                assert!(!reason.is_empty(), "{name}");
+                if let Some(why) = expected_reason(&name) {
+                    assert!(reason.contains(why), "{name}: {reason}");
+                }
             }
             (Expected::Invalid, Err(EventError::UnknownShape)) => {}
             (_, other) => panic!("{name}: unexpected decision {other:?}"),
@@ -54,7 +71,7 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
         seen += 1;
     }
     assert!(
-        seen >= 10,
+        seen >= 13,
         "expected the sample events in {}",
         dir.display()
     );

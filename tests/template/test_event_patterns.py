@@ -1,6 +1,7 @@
-"""The EventBridge rule of template.yaml against every sample event in events/.
+"""The EventBridge rules of template.yaml against every sample event in events/.
 
-The rule's EventPattern is a !Sub JSON string; it is rendered with the parameter defaults
+The tag rule, and the GuardDuty rule (on when GuardDutyTrigger=true). Each EventPattern is a
+!Sub JSON string; it is rendered with the parameter defaults
 (or other values) and evaluated by EventBridge's matcher as emulated by moto:
 
 * TestEventPattern when the emulator implements it (it answers with a `Result`);
@@ -9,7 +10,8 @@ The rule's EventPattern is a !Sub JSON string; it is rendered with the parameter
   operation is a stub), so with moto this second path is the one that runs; it goes
   through moto's actual pattern matcher (moto.events.models.EventPattern).
 
-test_matcher_semantics first pins the pattern forms the rule relies on to the behaviour
+test_matcher_semantics first pins the pattern forms the rules rely on (including the
+`numeric` operator of the GuardDuty rule, which moto's matcher implements) to the behaviour
 EventBridge documents, so a matcher that got them wrong would fail here loudly instead of
 blessing a wrong rule.
 """
@@ -30,23 +32,32 @@ from template_helpers import (
     load_event,
     parameter_defaults,
     render_sub,
-    only_resource_of_type,
 )
 
-# True: the rule must deliver it. False: it must not. None: not an EventBridge event at all
-# (direct invocation payloads), so no rule can ever see it.
+TAG_RULE = "QuarantineTagRule"
+GUARDDUTY_RULE = "GuardDutyFindingRule"
+RULES = (TAG_RULE, GUARDDUTY_RULE)
+
+# The rule that must deliver it (and the other must not); False: no rule may deliver it.
+# None: not an EventBridge event at all (direct invocation payloads), so no rule can ever see it.
 EXPECTED = {
-    "tag-quarantine-instance.json": True,
-    "tag-quarantine-two-instances.json": True,
+    "tag-quarantine-instance.json": TAG_RULE,
+    "tag-quarantine-two-instances.json": TAG_RULE,
     "tag-other-key.json": False,
     "tag-function-own-tags.json": False,
     "tag-quarantine-other-value.json": False,
     "tag-quarantine-value-other-case.json": False,
     "tag-quarantine-removed.json": False,
     "tag-volume.json": False,
+    "guardduty-instance-high.json": GUARDDUTY_RULE,
+    "guardduty-instance-low.json": False,
+    "guardduty-s3-finding.json": False,
     "direct-invocation.json": None,
     "invalid-unknown-shape.json": None,
 }
+EVENTBRIDGE = sorted(n for n, e in EXPECTED.items() if e is not None)
+TAG_EVENTS = [n for n in EVENTBRIDGE if n.startswith("tag-")]
+GUARDDUTY_EVENTS = [n for n in EVENTBRIDGE if n.startswith("guardduty-")]
 
 ENVELOPE_KEYS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
 DETAIL_KEYS = {"changed-tag-keys", "service", "resource-type", "version", "tags"}
@@ -161,8 +172,9 @@ def _tag_event(changed, tags, service="ec2", rtype="instance") -> dict:
 # ---------------------------------------------------------------------------------------
 # the rule's pattern
 # ---------------------------------------------------------------------------------------
-def rule_pattern(template: dict, **overrides: str) -> dict:
-    _, rule = only_resource_of_type(template, "AWS::Events::Rule")
+def rule_pattern(template: dict, rule_name: str = TAG_RULE, **overrides: str) -> dict:
+    rule = template["Resources"][rule_name]
+    assert rule["Type"] == "AWS::Events::Rule"
     raw = rule["Properties"]["EventPattern"]
     assert isinstance(raw, dict) and "Fn::Sub" in raw, "EventPattern is expected to be a !Sub JSON string"
     variables = {**parameter_defaults(template), **overrides}
@@ -188,6 +200,29 @@ _P_COLON = {"source": ["aws.tag"], "detail": {"changed-tag-keys": ["sec:quaranti
 # documented semantics: an array in the event matches when it shares a value with the
 # pattern's array; nested objects are matched field by field; matching is exact and
 # case-sensitive; a field absent from the event never matches a value filter.
+def _finding(severity, resource_type="Instance") -> dict:
+    return _envelope(
+        "aws.guardduty",
+        "GuardDuty Finding",
+        [],
+        {
+            "accountId": ACCOUNT,
+            "region": REGION,
+            "id": "f" * 32,
+            "type": "Backdoor:EC2/C&CActivity.B!DNS",
+            "resource": {"resourceType": resource_type, "instanceDetails": {"instanceId": "i-0123456789abcdef0"}},
+            "severity": severity,
+        },
+    )
+
+
+_GD = {
+    "source": ["aws.guardduty"],
+    "detail-type": ["GuardDuty Finding"],
+    "detail": {"resource": {"resourceType": ["Instance"]}, "severity": [{"numeric": [">=", 7]}]},
+}
+_GD_DECIMAL = {"source": ["aws.guardduty"], "detail": {"severity": [{"numeric": [">=", 5.5]}]}}
+
 SEMANTICS = [
     ("array contains the key (only element)", _P, _tag_event(["Quarantine"], {"Quarantine": "true"}), True),
     ("array contains the key (among others)", _P, _tag_event(["Owner", "Quarantine", "Name"], {"Quarantine": "true"}), True),
@@ -204,6 +239,19 @@ SEMANTICS = [
     ("service differs in case", _P, _tag_event(["Quarantine"], {"Quarantine": "true"}, service="EC2"), False),
     ("tag key with a colon", _P_COLON, _tag_event(["sec:quarantine"], {"sec:quarantine": "yes"}), True),
     ("tag key with a colon, other value", _P_COLON, _tag_event(["sec:quarantine"], {"sec:quarantine": "no"}), False),
+    # numeric: a number compared as a number; a string that looks like one never matches.
+    ("severity above the threshold", _GD, _finding(8), True),
+    ("severity at the threshold", _GD, _finding(7), True),
+    ("severity at the threshold, written as a decimal", _GD, _finding(7.0), True),
+    ("severity just below the threshold", _GD, _finding(6.9), False),
+    ("severity low", _GD, _finding(2), False),
+    ("severity as a string", _GD, _finding("8"), False),
+    ("severity at the top of the High band", _GD, _finding(8.9), True),
+    ("severity Critical", _GD, _finding(9.5), True),
+    ("decimal threshold, at it", _GD_DECIMAL, _finding(5.5), True),
+    ("decimal threshold, below it", _GD_DECIMAL, _finding(5.4), False),
+    ("nested resourceType differs", _GD, _finding(8, "S3Bucket"), False),
+    ("nested resourceType differs only in case", _GD, _finding(8, "instance"), False),
 ]
 
 
@@ -241,11 +289,30 @@ def test_rule_pattern_shape(template):
     }
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e is not None))
-def test_event_against_rule(template, matcher, name):
+def test_guardduty_rule_pattern_shape(template):
+    assert rule_pattern(template, GUARDDUTY_RULE) == _GD
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+@pytest.mark.parametrize("name", EVENTBRIDGE)
+def test_event_against_rule(template, matcher, name, rule_name):
     event = load_event(name)
-    got = matcher.matches(rule_pattern(template), event)
-    assert got is EXPECTED[name], f"{name}: rule {'matches' if got else 'does not match'} ({matcher.how})"
+    got = matcher.matches(rule_pattern(template, rule_name), event)
+    want = EXPECTED[name] == rule_name
+    assert got is want, f"{name}: {rule_name} {'matches' if got else 'does not match'} ({matcher.how})"
+
+
+def test_guardduty_threshold_comes_from_the_parameter(template, matcher):
+    low = load_event("guardduty-instance-low.json")
+    assert not matcher.matches(rule_pattern(template, GUARDDUTY_RULE), low)
+    assert matcher.matches(rule_pattern(template, GUARDDUTY_RULE, GuardDutyMinSeverity="2"), low)
+    assert matcher.matches(rule_pattern(template, GUARDDUTY_RULE, GuardDutyMinSeverity="1.5"), low)
+    high = load_event("guardduty-instance-high.json")
+    assert not matcher.matches(rule_pattern(template, GUARDDUTY_RULE, GuardDutyMinSeverity="8.5"), high)
+    # Whatever the threshold, a finding about anything but an instance never matches.
+    assert not matcher.matches(
+        rule_pattern(template, GUARDDUTY_RULE, GuardDutyMinSeverity="1"), load_event("guardduty-s3-finding.json")
+    )
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e is None))
@@ -275,7 +342,7 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _EC2_ARN = re.compile(r"^arn:aws:ec2:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<type>[a-z-]+)/(?P<id>[a-z]+-[0-9a-f]{8,17})$")
 
 
-@pytest.mark.parametrize("name", sorted(n for n, e in EXPECTED.items() if e is not None))
+@pytest.mark.parametrize("name", TAG_EVENTS)
 def test_eventbridge_samples_have_the_aws_shape(name):
     e = load_event(name)
     assert set(e) == ENVELOPE_KEYS
@@ -303,8 +370,47 @@ def test_eventbridge_samples_have_the_aws_shape(name):
         assert len(e["resources"]) == 1, "AWS sends one resource per tag event"
 
 
+GD_DETAIL_KEYS = {
+    "schemaVersion", "accountId", "region", "partition", "id", "arn", "type", "resource",
+    "service", "severity", "createdAt", "updatedAt", "title", "description",
+}
+_FINDING_ID = re.compile(r"^[0-9a-f]{32}$")
+_GD_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+@pytest.mark.parametrize("name", GUARDDUTY_EVENTS)
+def test_guardduty_samples_have_the_aws_shape(name):
+    """The documented shape of a GuardDuty finding event (GuardDuty User Guide, "EventBridge
+    event format" and "Finding format")."""
+    e = load_event(name)
+    assert set(e) == ENVELOPE_KEYS
+    assert e["version"] == "0"
+    assert _UUID.match(e["id"]), e["id"]
+    assert (e["source"], e["detail-type"]) == ("aws.guardduty", "GuardDuty Finding")
+    assert (e["account"], e["region"]) == (ACCOUNT, REGION)
+    assert _TIME.match(e["time"]), e["time"]
+    assert e["resources"] == [], "GuardDuty finding events carry no resources"
+    d = e["detail"]
+    assert set(d) == GD_DETAIL_KEYS
+    assert (d["schemaVersion"], d["accountId"], d["region"], d["partition"]) == ("2.0", ACCOUNT, REGION, "aws")
+    assert _FINDING_ID.match(d["id"]), d["id"]
+    assert re.fullmatch(rf"arn:aws:guardduty:{REGION}:{ACCOUNT}:detector/[0-9a-f]{{32}}/finding/{d['id']}", d["arn"])
+    assert d["arn"].split("/")[1] == d["service"]["detectorId"]
+    assert re.fullmatch(r"[A-Za-z]+:[A-Za-z0-9]+/[A-Za-z0-9&.!_:-]+", d["type"]), d["type"]
+    assert isinstance(d["severity"], (int, float)) and not isinstance(d["severity"], bool)
+    assert 1 <= d["severity"] <= 10
+    assert _GD_TIME.match(d["createdAt"]) and _GD_TIME.match(d["updatedAt"])
+    assert d["service"]["serviceName"] == "guardduty"
+    r = d["resource"]
+    if r["resourceType"] == "Instance":
+        assert r["instanceDetails"]["instanceId"] == "i-0123456789abcdef0"
+        assert d["type"].split(":")[1].startswith("EC2/")
+    else:
+        assert "instanceDetails" not in r
+
+
 def test_sample_event_ids_are_distinct():
-    ids = [load_event(n)["id"] for n, e in EXPECTED.items() if e is not None]
+    ids = [load_event(n)["id"] for n in EVENTBRIDGE]
     assert len(ids) == len(set(ids))
 
 
@@ -321,11 +427,11 @@ def test_events_readme_lists_every_file_with_the_rule_decision():
         if m:
             rows[m.group(1)] = (m.group(2), m.group(3))
     assert set(rows) == set(EXPECTED), f"README rows {sorted(rows)} != files {sorted(EXPECTED)}"
-    word = {True: "match", False: "no match", None: "n/a"}
     for name, expected in EXPECTED.items():
-        assert rows[name][0] == word[expected], f"README says rule '{rows[name][0]}' for {name}"
+        word = "n/a" if expected is None else "match" if expected else "no match"
+        assert rows[name][0] == word, f"README says rule '{rows[name][0]}' for {name}"
         assert rows[name][1] in {"act", "ignore", "invalid"}, rows[name]
-        if expected is True:
+        if expected:
             assert rows[name][1] == "act"
         if expected is False:
             assert rows[name][1] == "ignore"

@@ -43,6 +43,7 @@ ENV_CONTRACT = {
     "FORENSIC_INGRESS_CIDRS": ("ForensicIngressCidrs", ""),
     "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
     "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
+    "GUARDDUTY_MIN_SEVERITY": ("GuardDutyMinSeverity", "7"),
     "ISOLATION_INSTANCE_PROFILE": (None, None),
     "INCIDENT_TABLE": (None, None),
 }
@@ -352,9 +353,28 @@ def test_no_named_iam_resources(template):
 # ---------------------------------------------------------------------------------------
 # trigger and failure handling
 # ---------------------------------------------------------------------------------------
-def test_rule_targets_the_function_with_retry_and_dead_letter_queue(template):
+# The rules that invoke the function: the tag rule always, the GuardDuty rule only when its
+# parameter turns it on (None: unconditional).
+RULES = {"QuarantineTagRule": None, "GuardDutyFindingRule": "GuardDutyTriggerOn"}
+
+
+def test_the_rules_are_the_tag_rule_and_the_optional_guardduty_rule(template):
+    rules = resources_of_type(template, "AWS::Events::Rule")
+    assert set(rules) == set(RULES)
+    for name, condition in RULES.items():
+        assert rules[name].get("Condition") == condition, name
+    params = template["Parameters"]
+    assert params["GuardDutyTrigger"]["AllowedValues"] == ["true", "false"]
+    assert params["GuardDutyTrigger"]["Default"] == "false", "the GuardDuty trigger is off by default"
+    assert template["Conditions"]["GuardDutyTriggerOn"] == {"Fn::Equals": [{"Ref": "GuardDutyTrigger"}, "true"]}
+    sev = params["GuardDutyMinSeverity"]
+    assert (sev["Type"], sev["MinValue"], sev["MaxValue"]) == ("Number", 1, 8.9)
+
+
+@pytest.mark.parametrize("rule_name", sorted(RULES))
+def test_rule_targets_the_function_with_retry_and_dead_letter_queue(template, rule_name):
     fn_name, _ = function(template)
-    rule_name, rule = only_resource_of_type(template, "AWS::Events::Rule")
+    rule = template["Resources"][rule_name]
     (target,) = rule["Properties"]["Targets"]
     assert getatt(target["Arn"]) == (fn_name, "Arn")
     rp = target["RetryPolicy"]
@@ -363,7 +383,7 @@ def test_rule_targets_the_function_with_retry_and_dead_letter_queue(template):
     dlq = getatt(target["DeadLetterConfig"]["Arn"])
     assert dlq and dlq[1] == "Arn" and template["Resources"][dlq[0]]["Type"] == "AWS::SQS::Queue"
     assert template["Resources"][dlq[0]]["Properties"].get("SqsManagedSseEnabled") is True
-    # The DLQ's policy lets EventBridge send for this rule only.
+    # The DLQ's policy lets EventBridge send for the stack's rules only.
     policies = [
         r for r in resources_of_type(template, "AWS::SQS::QueuePolicy").values()
         if {ref(q) for q in r["Properties"]["Queues"]} == {dlq[0]}
@@ -375,18 +395,37 @@ def test_rule_targets_the_function_with_retry_and_dead_letter_queue(template):
     assert s["Principal"] == {"Service": "events.amazonaws.com"}
     assert as_list(s["Action"]) == ["sqs:SendMessage"]
     assert getatt(s["Resource"]) == (dlq[0], "Arn")
-    assert getatt(s["Condition"]["ArnEquals"]["aws:SourceArn"]) == (rule_name, "Arn")
+    sources = as_list(s["Condition"]["ArnEquals"]["aws:SourceArn"])
+    # An optional rule's ARN is there only when the rule exists.
+    expected = {
+        name: (
+            (name, "Arn")
+            if condition is None
+            else {"Fn::If": [condition, {"Fn::GetAtt": [name, "Arn"]}, {"Ref": "AWS::NoValue"}]}
+        )
+        for name, condition in RULES.items()
+    }
+    got = [getatt(v) or v for v in sources]
+    assert len(got) == len(RULES), got
+    assert expected[rule_name] in got, f"the DLQ policy does not name {rule_name}: {got}"
 
 
-def test_lambda_permission_only_for_the_rule(template):
+def test_lambda_permission_only_for_the_rules(template):
     fn_name, _ = function(template)
-    rule_name, _ = only_resource_of_type(template, "AWS::Events::Rule")
-    _, perm = only_resource_of_type(template, "AWS::Lambda::Permission")
-    p = perm["Properties"]
-    assert p["Action"] == "lambda:InvokeFunction"
-    assert p["Principal"] == "events.amazonaws.com"
-    assert getatt(p["FunctionName"]) == (fn_name, "Arn") or ref(p["FunctionName"]) == fn_name
-    assert getatt(p["SourceArn"]) == (rule_name, "Arn")
+    perms = resources_of_type(template, "AWS::Lambda::Permission")
+    assert len(perms) == len(RULES)
+    for_rule = {}
+    for name, perm in perms.items():
+        p = perm["Properties"]
+        assert p["Action"] == "lambda:InvokeFunction"
+        assert p["Principal"] == "events.amazonaws.com"
+        assert getatt(p["FunctionName"]) == (fn_name, "Arn") or ref(p["FunctionName"]) == fn_name
+        rule_name, attr = getatt(p["SourceArn"])
+        assert attr == "Arn" and rule_name in RULES, f"{name} allows {p['SourceArn']}"
+        # Same condition as its rule: a permission without its rule cannot be created.
+        assert perm.get("Condition") == RULES[rule_name], name
+        for_rule[rule_name] = name
+    assert set(for_rule) == set(RULES)
 
 
 def test_async_invocation_retries_then_failure_queue(template):
@@ -410,7 +449,7 @@ def test_async_invocation_retries_then_failure_queue(template):
 def test_failure_queue_and_dlq_have_alarms(template):
     _, fn = function(template)
     failure_q = getatt(fn["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"])[0]
-    _, rule = only_resource_of_type(template, "AWS::Events::Rule")
+    rule = template["Resources"]["QuarantineTagRule"]
     dlq = getatt(rule["Properties"]["Targets"][0]["DeadLetterConfig"]["Arn"])[0]
     alarmed = set()
     for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
