@@ -243,6 +243,9 @@ def sample_value(template, value) -> str:
             return stack_name_sub_vars(template)[r]
         if res["Type"] == "AWS::Logs::LogGroup":
             return sample_value(template, res["Properties"]["LogGroupName"])
+        if res["Type"] == "AWS::SNS::Topic":
+            # Ref of a topic is its ARN.
+            return f"arn:aws:sns:{REGION}:{ACCOUNT}:{STACK}-{r}-ABC123"
         return f"{STACK}-{r}-ABC123"
     ga = getatt(value)
     if ga is not None:

@@ -83,6 +83,7 @@ FUNCTION_ACTIONS = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
     "sqs:SendMessage",
+    "sns:Publish",
     "dynamodb:PutItem",
     "dynamodb:GetItem",
     "dynamodb:UpdateItem",
@@ -528,3 +529,37 @@ def test_sam_validate_lint_passes():
     r = _run([tool, "validate", "--lint", "--region", REGION, "--template-file", str(TEMPLATE)])
     assert r.returncode == 0, f"sam validate exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     assert "is a valid SAM Template" in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# notifications
+# ---------------------------------------------------------------------------------------
+def test_successful_reports_and_failure_alarms_reach_one_topic(template):
+    _, fn = function(template)
+    destinations = fn["Properties"]["EventInvokeConfig"]["DestinationConfig"]
+    on_success = destinations["OnSuccess"]
+    assert on_success["Type"] == "SNS"
+    topic = ref(on_success["Destination"])
+    assert template["Resources"][topic]["Type"] == "AWS::SNS::Topic"
+    for name, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        actions = alarm["Properties"]["AlarmActions"]
+        # !If [HasAlarmAction, [topic, extra], [topic]]: the topic is notified either way.
+        branches = actions["Fn::If"][1:]
+        for branch in branches:
+            assert topic in [ref(a) for a in branch], f"{name} does not notify {topic}"
+
+
+def test_the_function_may_publish_only_to_its_own_topic(template):
+    _, role = function_role(template)
+    publishing = [s for s in role_statements(role) if "sns:Publish" in as_list(s["Action"])]
+    assert len(publishing) == 1
+    assert ref(publishing[0]["Resource"]) == "NotificationTopic"
+
+
+def test_the_email_subscription_exists_only_when_an_address_is_given(template):
+    subscriptions = resources_of_type(template, "AWS::SNS::Subscription")
+    assert subscriptions
+    for sub in subscriptions.values():
+        assert sub["Condition"] == "HasNotificationEmail"
+        assert sub["Properties"]["Protocol"] == "email"
+    assert template["Parameters"]["NotificationEmail"]["Default"] == ""
