@@ -19,6 +19,13 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 
+/// Calls that AWS makes atomic and the emulator does not: its `CreateSecurityGroup` checks for
+/// a duplicate name, then inserts, without a lock, so two concurrent creates can both succeed.
+/// The layer sends these one at a time across the whole test process, as AWS would decide them,
+/// so that tests of concurrent invocations test the function, not the emulator's race.
+const ATOMIC_IN_AWS: &[&str] = &["CreateSecurityGroup"];
+static ATOMIC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Clone, Debug)]
 pub enum Fault {
     /// An error answer from the service, with its HTTP status and AWS error code.
@@ -217,10 +224,15 @@ impl HttpConnector for FaultConnector {
         };
         let latency = self.faults.latency;
         let timeline = self.faults.timeline.clone();
+        let atomic = ATOMIC_IN_AWS.contains(&operation.as_str());
         HttpConnectorFuture::new(async move {
             if let Some(latency) = latency {
                 tokio::time::sleep(latency).await;
             }
+            let _one_at_a_time = match atomic {
+                true => Some(ATOMIC.lock().await),
+                false => None,
+            };
             let result = answer.await;
             timeline.lock().unwrap().push(Call {
                 operation,

@@ -34,7 +34,7 @@ pub fn endpoint() -> String {
 }
 
 /// The SDK configuration the function itself uses (retries, timeouts), pointed at the emulator,
-/// with the incident table in place.
+/// with the incident table in place and the tests' HTTP layer under it.
 pub async fn sdk_config() -> SdkConfig {
     let sdk = config_loader()
         .endpoint_url(endpoint())
@@ -44,7 +44,8 @@ pub async fn sdk_config() -> SdkConfig {
         .await;
     static TABLE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     TABLE.get_or_init(|| create_incident_table(&sdk)).await;
-    sdk
+    // Through the HTTP layer even with no fault, for the calls AWS makes atomic.
+    with_faults(&sdk, &faults::Faults::default())
 }
 
 /// The table as template.yaml defines it: one item per instance.
