@@ -176,16 +176,7 @@ async fn fleet() -> (Duration, usize, usize) {
     let faults = Faults::with_latency(LATENCY);
     // The emulator serves one request at a time: a hundred instances queue there far longer
     // than AWS would make them wait, so the SDK is given time (the figure is the emulator's).
-    let patient = with_faults(&s.account.sdk, &faults)
-        .to_builder()
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(60))
-                .operation_attempt_timeout(Duration::from_secs(120))
-                .operation_timeout(Duration::from_secs(300))
-                .build(),
-        )
-        .build();
+    let patient = support::patient(&with_faults(&s.account.sdk, &faults));
     let deps = Deps {
         clients: Clients::new(&patient),
         config: s.config(&[("CLAIM_TIMEOUT_MS", "120000")]),

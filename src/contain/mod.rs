@@ -5,14 +5,17 @@
 //! 1. Read, in one round trip: `DescribeInstances`, and beside it the two reads the cuts need,
 //!    the profile association and the isolation group looked up by name in every VPC. An
 //!    unknown or terminated instance stops here, with nothing changed.
-//! 2. Then, all at the same time, so that nothing slow delays the cuts:
+//! 2. Claim the instance in the incident record ([`crate::incident`]) with the original state
+//!    just read, or find the claim already there. One round trip, with a budget of its own:
+//!    past it, the cuts go ahead without the record.
+//! 3. Then, all at the same time, so that nothing slow delays the cuts:
 //!    - network cut: isolation group per VPC, every interface onto it ([`network`]);
 //!    - credential cut: the isolation instance profile ([`identity`]), and a deny on the
 //!      original role for the credentials the instance already holds ([`credentials`]);
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
 //!    - protection against termination and stop, volumes kept ([`protection`]);
-//!    - snapshots of every volume ([`evidence`]).
-//! 3. Last: tag the instance with the outcome ([`tags`]).
+//!    - snapshots of every volume, under the record's lease ([`evidence`]).
+//! 4. Last: tag the instance with the outcome ([`tags`]) and write it to the record.
 //!
 //! A failed step never stops the others. Each step reads back what it changed and reports
 //! `done`, `unchanged`, `skipped` or `failed`; the report, not this module, decides whether

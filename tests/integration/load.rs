@@ -9,20 +9,10 @@ const PATIENT_CLAIM: (&str, &str) = ("CLAIM_TIMEOUT_MS", "120000");
 
 /// The emulator serves one request at a time, far below AWS's capacity: fifty containments at
 /// once queue there for longer than the function's 5 s attempt timeout and 3 s claim budget,
-/// which are sized for AWS. These tests measure convergence under concurrency, not latency, so
-/// they wait longer (`PATIENT_CLAIM` is the function's own `CLAIM_TIMEOUT_MS` setting).
+/// which are sized for AWS; so these tests wait longer (`support::patient`, and
+/// `PATIENT_CLAIM`, the function's own `CLAIM_TIMEOUT_MS` setting).
 fn patient(s: &Scenario) -> aws_config::SdkConfig {
-    s.account
-        .sdk
-        .to_builder()
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_secs(60))
-                .operation_attempt_timeout(std::time::Duration::from_secs(120))
-                .operation_timeout(std::time::Duration::from_secs(300))
-                .build(),
-        )
-        .build()
+    crate::support::patient(&s.account.sdk)
 }
 
 /// Every instance of the fleet sits on the one isolation group of its VPC, with a snapshot.

@@ -87,6 +87,26 @@ pub fn with_faults(sdk: &SdkConfig, faults: &faults::Faults) -> SdkConfig {
     sdk.to_builder().http_client(faults.client()).build()
 }
 
+/// For load that the emulator, which serves one request at a time, queues far longer than AWS
+/// would: generous timeouts, and no stalled-stream check (a request waiting in the emulator's
+/// queue, or for its turn at a call AWS makes atomic, sends nothing for seconds). The figures
+/// these runs give are about convergence under concurrency, not latency.
+pub fn patient(sdk: &SdkConfig) -> SdkConfig {
+    use std::time::Duration;
+    sdk.to_builder()
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(60))
+                .operation_attempt_timeout(Duration::from_secs(120))
+                .operation_timeout(Duration::from_secs(300))
+                .build(),
+        )
+        .stalled_stream_protection(
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+        )
+        .build()
+}
+
 /// A name no other test uses: the emulator is shared.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
