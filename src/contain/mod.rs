@@ -6,7 +6,8 @@
 //!    the profile association and the isolation group looked up by name in every VPC. An
 //!    unknown or terminated instance stops here, with nothing changed.
 //! 2. Then, all at the same time, so that nothing slow delays the cuts:
-//!    - network cut: isolation group per VPC, every interface onto it ([`network`]);
+//!    - network cut: isolation group per VPC, every interface onto it, through an allow-all
+//!      interim group that cuts the connections already open ([`network`]);
 //!    - credential cut: the isolation instance profile ([`identity`]), and a deny on the
 //!      original role for the credentials the instance already holds ([`credentials`]);
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
@@ -164,7 +165,8 @@ pub async fn contain_all(
     request: &ContainRequest,
     invocation_id: &str,
 ) -> Report {
-    let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access);
+    let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access)
+        .cutting_tracked_connections(config.cut_tracked_connections);
     let store = IncidentStore::new(
         clients.dynamodb.clone(),
         &config.incident_table,
@@ -399,11 +401,7 @@ fn observe(
     let interfaces: Vec<InterfaceGroups> = facts
         .interfaces
         .iter()
-        .filter(|eni| {
-            inv.groups
-                .known(&eni.vpc_id)
-                .is_none_or(|group| eni.groups != [group])
-        })
+        .filter(|eni| !inv.groups.is_ours(&eni.vpc_id, &eni.groups))
         .map(|eni| InterfaceGroups {
             network_interface_id: eni.id.clone(),
             vpc_id: eni.vpc_id.clone(),
