@@ -93,6 +93,9 @@ pub struct Config {
     /// The region the function runs in (Lambda's `AWS_REGION`), whose instances it contains.
     pub region: Option<String>,
     pub revoke_credentials: CredentialRevocation,
+    /// Whether interfaces pass through an allow-all interim group on their way to isolation, so
+    /// that connections already open are cut rather than left tracked.
+    pub cut_tracked_connections: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -122,6 +125,7 @@ pub const FORENSIC_INGRESS_CIDRS: &str = "FORENSIC_INGRESS_CIDRS";
 pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
 pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
+pub const CUT_TRACKED_CONNECTIONS: &str = "CUT_TRACKED_CONNECTIONS";
 
 impl Config {
     /// Reads the process environment.
@@ -166,6 +170,10 @@ impl Config {
                 ports: ports(get(FORENSIC_INGRESS_PORTS, "22"))?,
             },
             revoke_credentials: credential_revocation(get(REVOKE_INSTANCE_CREDENTIALS, "true"))?,
+            cut_tracked_connections: boolean(
+                CUT_TRACKED_CONNECTIONS,
+                get(CUT_TRACKED_CONNECTIONS, "true"),
+            )?,
         })
     }
 }
@@ -467,6 +475,7 @@ mod tests {
         assert_eq!(config.incident_table, "incidents");
         assert_eq!(config.claim_timeout, std::time::Duration::from_secs(3));
         assert_eq!(config.revoke_credentials, CredentialRevocation::Instance);
+        assert!(config.cut_tracked_connections);
         assert_eq!(
             config.responder_access,
             ResponderAccess {
@@ -584,6 +593,9 @@ mod tests {
             (GUARDDUTY_MIN_SEVERITY, "10.5"),
             (GUARDDUTY_MIN_SEVERITY, "NaN"),
             (GUARDDUTY_MIN_SEVERITY, "inf"),
+            (CUT_TRACKED_CONNECTIONS, "yes"),
+            (CUT_TRACKED_CONNECTIONS, "False"),
+            (CUT_TRACKED_CONNECTIONS, ""),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -598,6 +610,17 @@ mod tests {
                 "error for {variable}={value:?} must name it: {err}"
             );
         }
+    }
+
+    #[test]
+    fn cutting_tracked_connections_can_be_turned_off() {
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+            (CUT_TRACKED_CONNECTIONS, "false"),
+        ])
+        .unwrap();
+        assert!(!config.cut_tracked_connections);
     }
 
     #[test]

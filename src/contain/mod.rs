@@ -9,7 +9,8 @@
 //!    just read, or find the claim already there. One round trip, with a budget of its own:
 //!    past it, the cuts go ahead without the record.
 //! 3. Then, all at the same time, so that nothing slow delays the cuts:
-//!    - network cut: isolation group per VPC, every interface onto it ([`network`]);
+//!    - network cut: isolation group per VPC, every interface onto it, through an allow-all
+//!      interim group that cuts the connections already open ([`network`]);
 //!    - credential cut: the isolation instance profile ([`identity`]), and a deny on the
 //!      original role for the credentials the instance already holds ([`credentials`]);
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
@@ -167,7 +168,8 @@ pub async fn contain_all(
     request: &ContainRequest,
     invocation_id: &str,
 ) -> Report {
-    let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access);
+    let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access)
+        .cutting_tracked_connections(config.cut_tracked_connections);
     let store = IncidentStore::new(
         clients.dynamodb.clone(),
         &config.incident_table,
@@ -402,11 +404,7 @@ fn observe(
     let interfaces: Vec<InterfaceGroups> = facts
         .interfaces
         .iter()
-        .filter(|eni| {
-            inv.groups
-                .known(&eni.vpc_id)
-                .is_none_or(|group| eni.groups != [group])
-        })
+        .filter(|eni| !inv.groups.is_ours(&eni.vpc_id, &eni.groups))
         .map(|eni| InterfaceGroups {
             network_interface_id: eni.id.clone(),
             vpc_id: eni.vpc_id.clone(),

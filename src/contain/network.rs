@@ -1,28 +1,31 @@
 //! The network cut: every interface of the instance onto the per-VPC isolation group, a group
 //! with no rules but the optional responder ingress (`FORENSIC_INGRESS_CIDRS` on
-//! `FORENSIC_INGRESS_PORTS`), and no outbound rule at all.
+//! `FORENSIC_INGRESS_PORTS`), and no outbound rule at all. With `CUT_TRACKED_CONNECTIONS`, each
+//! interface first gets shorter connection tracking timeouts and passes through the per-VPC
+//! interim group (allow-all, `<name>-interim`), so that connections already open are cut too.
 //!
 //! IAM: `ec2:DescribeSecurityGroups`, `ec2:CreateSecurityGroup`, `ec2:CreateTags` (tag on
 //! create), `ec2:RevokeSecurityGroupIngress`, `ec2:RevokeSecurityGroupEgress`,
-//! `ec2:AuthorizeSecurityGroupIngress`, `ec2:ModifyNetworkInterfaceAttribute`,
-//! `ec2:DescribeNetworkInterfaces`.
+//! `ec2:AuthorizeSecurityGroupIngress`, `ec2:AuthorizeSecurityGroupEgress` (interim group only),
+//! `ec2:ModifyNetworkInterfaceAttribute`, `ec2:DescribeNetworkInterfaces`.
 //!
 //! Accepts any state but terminated: interfaces of a stopped instance are moved too, so that it
 //! comes back isolated if someone starts it.
 //!
-//! Idempotent: the group is looked up by name in each VPC before it is created, and one
-//! invocation ensures each VPC's group once, however many of its instances sit there. A
+//! Idempotent: the groups are looked up by name in each VPC before they are created, and one
+//! invocation ensures each VPC's groups once, however many of its instances sit there. A
 //! concurrent invocation that wins the create makes ours fail with `InvalidGroup.Duplicate`;
-//! we then adopt the winner's group, so a VPC always ends with exactly one. Interfaces are set
-//! per interface with `ModifyNetworkInterfaceAttribute`, never with `ModifyInstanceAttribute
-//! Groups`, which fails on instances with more than one interface.
+//! we then adopt the winner's group, so a VPC always ends with exactly one of each. Interfaces
+//! are set per interface with `ModifyNetworkInterfaceAttribute`, never with
+//! `ModifyInstanceAttribute Groups`, which fails on instances with more than one interface.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aws_sdk_ec2::types::{
-    Filter, IpPermission, ResourceType, SecurityGroup, Tag, TagSpecification,
+    ConnectionTrackingSpecificationRequest, Filter, IpPermission, ResourceType, SecurityGroup, Tag,
+    TagSpecification,
 };
 use futures::future::join_all;
 use tokio::sync::OnceCell;
@@ -35,16 +38,51 @@ use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::ResponderAccess;
 use crate::report::{InterfaceGroups, Step, StepReport};
 
-/// The isolation groups of one invocation, shared by all its instances.
-pub struct IsolationGroups {
-    name: String,
-    /// The group's only rules: inbound from the responders, if configured.
-    allowed_ingress: BTreeSet<Atom>,
-    /// One `DescribeSecurityGroups` by name for every VPC, started alongside the first
-    /// `DescribeInstances` so that an existing group costs no round trip of its own.
-    by_name: OnceCell<Result<HashMap<String, SecurityGroup>, AwsError>>,
-    ensured: Mutex<HashMap<String, Arc<EnsureOnce>>>,
+/// Which group: the isolation group, or the interim one an interface passes through first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Role {
+    Isolation,
+    Interim,
 }
+
+impl Role {
+    fn tag_value(self) -> &'static str {
+        match self {
+            Role::Isolation => tags::ROLE_ISOLATION,
+            Role::Interim => tags::ROLE_INTERIM,
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Role::Isolation => "ec2-quarantine isolation: no traffic in or out",
+            Role::Interim => {
+                "ec2-quarantine interim: untracked allow-all, held only while an interface moves to isolation"
+            }
+        }
+    }
+}
+
+/// One kind of group: its name and the exact rules it must have.
+struct Kind {
+    name: String,
+    ingress: BTreeSet<Atom>,
+    egress: BTreeSet<Atom>,
+}
+
+/// The isolation groups of one invocation, shared by all its instances, and the interim groups
+/// when tracked connections are cut (`CUT_TRACKED_CONNECTIONS`).
+pub struct IsolationGroups {
+    isolation: Kind,
+    interim: Option<Kind>,
+    /// One `DescribeSecurityGroups` by name (both names) for every VPC, started alongside the
+    /// first `DescribeInstances` so that an existing group costs no round trip of its own.
+    by_name: OnceCell<Result<HashMap<GroupKey, SecurityGroup>, AwsError>>,
+    ensured: Mutex<HashMap<GroupKey, Arc<EnsureOnce>>>,
+}
+
+/// A group by what it is for and its VPC.
+type GroupKey = (Role, String);
 
 type EnsureOnce = OnceCell<Result<EnsuredGroup, AwsError>>;
 
@@ -55,34 +93,92 @@ pub struct EnsuredGroup {
     pub result: StepResult,
 }
 
+/// The interim group's name for an isolation group name.
+pub fn interim_name(isolation_name: &str) -> String {
+    format!("{isolation_name}-interim")
+}
+
 impl IsolationGroups {
+    /// Isolation groups only: interfaces move straight onto them.
     pub fn new(name: impl Into<String>, responders: &ResponderAccess) -> Self {
         Self {
-            name: name.into(),
-            allowed_ingress: rules::allowed_ingress(responders),
+            isolation: Kind {
+                name: name.into(),
+                ingress: rules::allowed_ingress(responders),
+                egress: BTreeSet::new(),
+            },
+            interim: None,
             by_name: OnceCell::new(),
             ensured: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Looks the group up in every VPC at once. Safe to call from every instance's task: the
+    /// With `cut`, each interface passes through the VPC's interim group first: see
+    /// [`move_one`] for why.
+    pub fn cutting_tracked_connections(mut self, cut: bool) -> Self {
+        self.interim = cut.then(|| Kind {
+            name: interim_name(&self.isolation.name),
+            ingress: rules::allow_all(),
+            egress: rules::allow_all(),
+        });
+        self
+    }
+
+    fn kind(&self, role: Role) -> Option<&Kind> {
+        match role {
+            Role::Isolation => Some(&self.isolation),
+            Role::Interim => self.interim.as_ref(),
+        }
+    }
+
+    /// Looks the groups up in every VPC at once. Safe to call from every instance's task: the
     /// first call does the work and the others wait for its answer.
     pub async fn prefetch(&self, clients: &Clients) {
         self.by_name
             .get_or_init(|| async {
-                let groups = describe_groups(clients, vec![name_filter(&self.name)]).await?;
+                let mut names = vec![self.isolation.name.clone()];
+                names.extend(self.interim.as_ref().map(|k| k.name.clone()));
+                let filter = Filter::builder()
+                    .name("group-name")
+                    .set_values(Some(names))
+                    .build();
+                let groups = describe_groups(clients, vec![filter]).await?;
                 Ok(groups
                     .into_iter()
-                    .filter_map(|g| Some((g.vpc_id()?.to_owned(), g)))
+                    .filter_map(|g| {
+                        let role = self.role_of_name(g.group_name()?)?;
+                        Some(((role, g.vpc_id()?.to_owned()), g))
+                    })
                     .collect())
             })
             .await;
     }
 
-    /// The id of `vpc_id`'s isolation group as the prefetch found it, if it existed then.
-    pub fn known(&self, vpc_id: &str) -> Option<String> {
+    fn role_of_name(&self, name: &str) -> Option<Role> {
+        if name == self.isolation.name {
+            Some(Role::Isolation)
+        } else if self.interim.as_ref().is_some_and(|k| k.name == name) {
+            Some(Role::Interim)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `groups` is exactly one of our groups in `vpc_id`, as the prefetch found them:
+    /// an interface left on the interim group by an interrupted run is no original state.
+    pub fn is_ours(&self, vpc_id: &str, groups: &[String]) -> bool {
+        [Role::Isolation, Role::Interim]
+            .into_iter()
+            .filter_map(|role| self.known_as(role, vpc_id))
+            .any(|group| groups == [group])
+    }
+
+    fn known_as(&self, role: Role, vpc_id: &str) -> Option<String> {
         match self.by_name.get() {
-            Some(Ok(by_vpc)) => by_vpc.get(vpc_id)?.group_id().map(str::to_owned),
+            Some(Ok(by_vpc)) => by_vpc
+                .get(&(role, vpc_id.to_owned()))?
+                .group_id()
+                .map(str::to_owned),
             _ => None,
         }
     }
@@ -90,11 +186,34 @@ impl IsolationGroups {
     /// The isolation group of `vpc_id`, found, created or stripped of its rules; once per VPC
     /// per invocation.
     pub async fn ensure(&self, clients: &Clients, vpc_id: &str) -> Result<EnsuredGroup, AwsError> {
+        self.ensure_role(clients, Role::Isolation, vpc_id).await
+    }
+
+    /// The interim group of `vpc_id`, with exactly its allow-all rules; `None` when tracked
+    /// connections are not cut.
+    pub async fn ensure_interim(
+        &self,
+        clients: &Clients,
+        vpc_id: &str,
+    ) -> Option<Result<EnsuredGroup, AwsError>> {
+        self.interim.as_ref()?;
+        Some(self.ensure_role(clients, Role::Interim, vpc_id).await)
+    }
+
+    async fn ensure_role(
+        &self,
+        clients: &Clients,
+        role: Role,
+        vpc_id: &str,
+    ) -> Result<EnsuredGroup, AwsError> {
         let cell = {
             let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
-            ensured.entry(vpc_id.to_owned()).or_default().clone()
+            ensured
+                .entry((role, vpc_id.to_owned()))
+                .or_default()
+                .clone()
         };
-        cell.get_or_init(|| self.ensure_uncached(clients, vpc_id))
+        cell.get_or_init(|| self.ensure_uncached(clients, role, vpc_id))
             .await
             .clone()
     }
@@ -102,24 +221,35 @@ impl IsolationGroups {
     async fn ensure_uncached(
         &self,
         clients: &Clients,
+        role: Role,
         vpc_id: &str,
     ) -> Result<EnsuredGroup, AwsError> {
+        let Some(kind) = self.kind(role) else {
+            return Err(AwsError::local(
+                "CreateSecurityGroup",
+                "tracked connections are not cut: there is no interim group".to_owned(),
+            ));
+        };
         self.prefetch(clients).await;
         let known = match self.by_name.get() {
-            Some(Ok(by_vpc)) => by_vpc.get(vpc_id).cloned(),
+            Some(Ok(by_vpc)) => by_vpc.get(&(role, vpc_id.to_owned())).cloned(),
             // The shared lookup failed (a transient error); ask again for this VPC alone.
-            _ => find(clients, &self.name, vpc_id).await?,
+            _ => find(clients, &kind.name, vpc_id).await?,
         };
         let (group, created) = match known {
             Some(group) => (group, false),
-            None => (create_or_adopt(clients, &self.name, vpc_id).await?, true),
+            None => (
+                create_or_adopt_as(clients, &kind.name, vpc_id, role).await?,
+                true,
+            ),
         };
         let group_id = group.group_id().unwrap_or_default().to_owned();
-        let tagged = tag_as_isolation(clients, &group).await?;
-        let (removed, added) = converge_rules(clients, &group, &self.allowed_ingress).await?;
-        let rules = match self.allowed_ingress.len() {
-            0 => "no rules".to_owned(),
-            n => format!("only {n} responder ingress rule(s)"),
+        let tagged = tag_with_role(clients, &group, role).await?;
+        let (removed, added) = converge_rules(clients, &group, &kind.ingress, &kind.egress).await?;
+        let rules = match (role, kind.ingress.len()) {
+            (Role::Interim, _) => "only allow-all rules in and out".to_owned(),
+            (Role::Isolation, 0) => "no rules".to_owned(),
+            (Role::Isolation, n) => format!("only {n} responder ingress rule(s)"),
         };
         let mut detail = match (created, removed, added) {
             (true, _, _) => format!("created {group_id} in {vpc_id} with {rules}"),
@@ -128,12 +258,11 @@ impl IsolationGroups {
                 format!("removed {r} and added {a} rule(s): {group_id} in {vpc_id} has {rules}")
             }
         };
+        if role == Role::Interim {
+            detail = format!("interim {detail}");
+        }
         if tagged && !created {
-            detail.push_str(&format!(
-                " (tagged {}={})",
-                tags::ROLE,
-                tags::ROLE_ISOLATION
-            ));
+            detail.push_str(&format!(" (tagged {}={})", tags::ROLE, role.tag_value()));
         }
         let result = if created || tagged || removed > 0 || added > 0 {
             StepResult::done(detail)
@@ -150,31 +279,35 @@ impl IsolationGroups {
 
 // The function's role may only write `ec2-quarantine:` keys, and may only change rules and move
 // interfaces onto a group that carries this tag: no `Name` tag, and the tag comes first.
-fn role_tag() -> Tag {
+fn role_tag(role: Role) -> Tag {
     Tag::builder()
         .key(tags::ROLE)
-        .value(tags::ROLE_ISOLATION)
+        .value(role.tag_value())
         .build()
 }
 
-fn is_tagged_isolation(group: &SecurityGroup) -> bool {
+fn is_tagged(group: &SecurityGroup, role: Role) -> bool {
     group
         .tags()
         .iter()
-        .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(tags::ROLE_ISOLATION))
+        .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(role.tag_value()))
 }
 
 /// A group of the right name made by hand lacks the role tag; the guard policy and the
 /// function's own permissions key on it, so it is added before anything else.
-async fn tag_as_isolation(clients: &Clients, group: &SecurityGroup) -> Result<bool, AwsError> {
-    if is_tagged_isolation(group) {
+async fn tag_with_role(
+    clients: &Clients,
+    group: &SecurityGroup,
+    role: Role,
+) -> Result<bool, AwsError> {
+    if is_tagged(group, role) {
         return Ok(false);
     }
     clients
         .ec2
         .create_tags()
         .resources(group.group_id().unwrap_or_default())
-        .tags(role_tag())
+        .tags(role_tag(role))
         .send()
         .await
         .map_err(aws_err("CreateTags"))?;
@@ -220,27 +353,32 @@ pub async fn find(
     Ok(describe_groups(clients, filters).await?.into_iter().next())
 }
 
-/// Creates the group; if another invocation created it first, adopts that one instead.
+/// Creates the isolation group; if another invocation created it first, adopts that one
+/// instead.
 pub async fn create_or_adopt(
     clients: &Clients,
     name: &str,
     vpc_id: &str,
 ) -> Result<SecurityGroup, AwsError> {
+    create_or_adopt_as(clients, name, vpc_id, Role::Isolation).await
+}
+
+async fn create_or_adopt_as(
+    clients: &Clients,
+    name: &str,
+    vpc_id: &str,
+    role: Role,
+) -> Result<SecurityGroup, AwsError> {
     let created = clients
         .ec2
         .create_security_group()
         .group_name(name)
-        .description("ec2-quarantine isolation: no traffic in or out")
+        .description(role.description())
         .vpc_id(vpc_id)
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::SecurityGroup)
-                .tags(
-                    Tag::builder()
-                        .key(tags::ROLE)
-                        .value(tags::ROLE_ISOLATION)
-                        .build(),
-                )
+                .tags(role_tag(role))
                 .tags(Tag::builder().key("Name").value(name).build())
                 .build(),
         )
@@ -276,7 +414,7 @@ pub async fn create_or_adopt(
     }
 }
 
-/// Brings the group's rules to exactly `allowed` inbound and nothing outbound, and reads it back
+/// Brings the group's rules to exactly `ingress` inbound and `egress` outbound, and reads it back
 /// until it shows that. Returns (rules revoked, rules added). A concurrent invocation may make
 /// the same change first: `InvalidPermission.NotFound` on a revoke and
 /// `InvalidPermission.Duplicate` on an authorize then mean "already so", and the group is read
@@ -284,28 +422,34 @@ pub async fn create_or_adopt(
 async fn converge_rules(
     clients: &Clients,
     group: &SecurityGroup,
-    allowed: &BTreeSet<Atom>,
+    ingress: &BTreeSet<Atom>,
+    egress: &BTreeSet<Atom>,
 ) -> Result<(usize, usize), AwsError> {
     const ROUNDS: usize = 3;
     let group_id = group.group_id().unwrap_or_default();
     let mut current = group.clone();
     let (mut revoked, mut added) = (0, 0);
     for _ in 0..ROUNDS {
-        let ingress = rules::atoms_of(current.ip_permissions());
-        let unwanted_ingress: Vec<&Atom> = ingress.difference(allowed).collect();
-        let missing: Vec<&Atom> = allowed.difference(&ingress).collect();
-        let egress = rules::atoms_of(current.ip_permissions_egress());
-        let egress: Vec<&Atom> = egress.iter().collect();
-        if unwanted_ingress.is_empty() && missing.is_empty() && egress.is_empty() {
+        let has_in = rules::atoms_of(current.ip_permissions());
+        let has_out = rules::atoms_of(current.ip_permissions_egress());
+        let unwanted_in: Vec<&Atom> = has_in.difference(ingress).collect();
+        let missing_in: Vec<&Atom> = ingress.difference(&has_in).collect();
+        let unwanted_out: Vec<&Atom> = has_out.difference(egress).collect();
+        let missing_out: Vec<&Atom> = egress.difference(&has_out).collect();
+        if [&unwanted_in, &missing_in, &unwanted_out, &missing_out]
+            .iter()
+            .all(|atoms| atoms.is_empty())
+        {
             return Ok((revoked, added));
         }
-        let (i, e, a) = tokio::join!(
-            change(clients, group_id, &unwanted_ingress, Change::RevokeIngress),
-            change(clients, group_id, &egress, Change::RevokeEgress),
-            change(clients, group_id, &missing, Change::AuthorizeIngress),
+        let (ri, ro, ai, ao) = tokio::join!(
+            change(clients, group_id, &unwanted_in, Change::RevokeIngress),
+            change(clients, group_id, &unwanted_out, Change::RevokeEgress),
+            change(clients, group_id, &missing_in, Change::AuthorizeIngress),
+            change(clients, group_id, &missing_out, Change::AuthorizeEgress),
         );
-        revoked += i? + e?;
-        added += a?;
+        revoked += ri? + ro?;
+        added += ai? + ao?;
         current = describe_groups(
             clients,
             vec![Filter::builder().name("group-id").values(group_id).build()],
@@ -319,7 +463,7 @@ async fn converge_rules(
     }
     Err(AwsError::local(
         "DescribeSecurityGroups",
-        format!("{group_id} still has other rules than the responder access after {ROUNDS} rounds"),
+        format!("{group_id} still has other rules than wanted after {ROUNDS} rounds"),
     ))
 }
 
@@ -328,6 +472,7 @@ enum Change {
     RevokeIngress,
     RevokeEgress,
     AuthorizeIngress,
+    AuthorizeEgress,
 }
 
 /// Applies one kind of change to `atoms`; returns how many it changed. Already-done answers
@@ -370,6 +515,15 @@ async fn change(
             .await
             .map(|_| ())
             .map_err(aws_err("AuthorizeSecurityGroupIngress")),
+        Change::AuthorizeEgress => clients
+            .ec2
+            .authorize_security_group_egress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("AuthorizeSecurityGroupEgress")),
     };
     match result {
         Ok(()) => Ok(atoms.len()),
@@ -405,12 +559,19 @@ pub async fn isolate(
         v.dedup();
         v
     };
-    let ensured: BTreeMap<&str, Result<EnsuredGroup, AwsError>> = vpcs
-        .iter()
-        .copied()
-        .zip(join_all(vpcs.iter().map(|vpc| groups.ensure(clients, vpc))).await)
-        .collect();
-    let group_report = step_report(Step::IsolationGroup, started, combine_groups(&ensured));
+    let (isolation, interim) = tokio::join!(
+        join_all(vpcs.iter().map(|vpc| groups.ensure(clients, vpc))),
+        join_all(vpcs.iter().map(|vpc| groups.ensure_interim(clients, vpc))),
+    );
+    let ensured: BTreeMap<&str, Result<EnsuredGroup, AwsError>> =
+        vpcs.iter().copied().zip(isolation).collect();
+    let interim: BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>> =
+        vpcs.iter().copied().zip(interim).collect();
+    let group_report = step_report(
+        Step::IsolationGroup,
+        started,
+        combine_groups(&ensured, &interim),
+    );
 
     let mut original = Vec::new();
     let mut already_isolated = Vec::new();
@@ -419,6 +580,8 @@ pub async fn isolate(
             Some(Ok(g)) if eni.groups == [g.group_id.as_str()] => {
                 already_isolated.push(eni.id.clone())
             }
+            // Left there by an interrupted run, which recorded the original groups.
+            _ if is_on_interim(&interim, &eni.vpc_id, &eni.groups) => {}
             _ => original.push(InterfaceGroups {
                 network_interface_id: eni.id.clone(),
                 vpc_id: eni.vpc_id.clone(),
@@ -429,7 +592,7 @@ pub async fn isolate(
     }
 
     let moved_at = Instant::now();
-    let moved = move_interfaces(clients, facts, &ensured).await;
+    let moved = move_interfaces(clients, facts, &ensured, &interim).await;
     NetworkCut {
         group: group_report,
         interfaces: step_report(Step::MoveNetworkInterfaces, moved_at, moved),
@@ -438,8 +601,19 @@ pub async fn isolate(
     }
 }
 
+fn is_on_interim(
+    interim: &BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>>,
+    vpc_id: &str,
+    groups: &[String],
+) -> bool {
+    matches!(interim.get(vpc_id), Some(Some(Ok(g))) if groups == [g.group_id.as_str()])
+}
+
+/// The isolation groups decide the step; an interim group that could not be ensured is reported
+/// by the move, which goes ahead without it.
 fn combine_groups(
     ensured: &BTreeMap<&str, Result<EnsuredGroup, AwsError>>,
+    interim: &BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>>,
 ) -> Result<StepResult, AwsError> {
     if ensured.is_empty() {
         return Ok(StepResult::skipped("the instance has no network interface"));
@@ -448,13 +622,32 @@ fn combine_groups(
     for group in ensured.values() {
         results.push(group.clone()?.result);
     }
+    results.extend(
+        interim
+            .values()
+            .filter_map(|g| g.as_ref()?.as_ref().ok())
+            .map(|g| g.result.clone()),
+    );
     Ok(StepResult::merge(results))
+}
+
+/// Idle timeouts for the flows the interim group cannot untrack (ICMP, and flows AWS tracks
+/// automatically): the documented minimums (TCP established, UDP stream, UDP).
+const CONNTRACK_TIMEOUTS: (i32, i32, i32) = (60, 60, 30);
+
+/// One interface's way to isolation.
+struct Move<'a> {
+    eni: &'a str,
+    isolation: &'a str,
+    /// `Some(Err)`: tracked connections are cut, but the VPC's interim group is not usable.
+    interim: Option<Result<&'a str, String>>,
 }
 
 async fn move_interfaces(
     clients: &Clients,
     facts: &InstanceFacts,
     ensured: &BTreeMap<&str, Result<EnsuredGroup, AwsError>>,
+    interim: &BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>>,
 ) -> Result<StepResult, AwsError> {
     if facts.interfaces.is_empty() {
         return Ok(StepResult::skipped("the instance has no network interface"));
@@ -467,7 +660,15 @@ async fn move_interfaces(
     for eni in &facts.interfaces {
         match ensured.get(eni.vpc_id.as_str()) {
             Some(Ok(g)) if eni.groups == [g.group_id.as_str()] => unchanged.push(eni.id.as_str()),
-            Some(Ok(g)) => to_move.push((eni.id.as_str(), g.group_id.as_str())),
+            Some(Ok(g)) => to_move.push(Move {
+                eni: eni.id.as_str(),
+                isolation: g.group_id.as_str(),
+                interim: match interim.get(eni.vpc_id.as_str()) {
+                    Some(Some(Ok(i))) => Some(Ok(i.group_id.as_str())),
+                    Some(Some(Err(e))) => Some(Err(e.to_string())),
+                    _ => None,
+                },
+            }),
             Some(Err(e)) => {
                 first_error.get_or_insert_with(|| {
                     AwsError::local(
@@ -482,24 +683,19 @@ async fn move_interfaces(
             None => {}
         }
     }
-    let results = join_all(to_move.iter().map(|(eni, group)| async move {
-        clients
-            .ec2
-            .modify_network_interface_attribute()
-            .network_interface_id(*eni)
-            .groups(*group)
-            .send()
-            .await
-            .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
-    }))
-    .await;
+    let results = join_all(to_move.iter().map(|m| move_one(clients, m))).await;
+    let mut moved = Vec::new();
     for result in results {
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
+        match result {
+            Ok(sequence) => moved.push(sequence),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
     if !to_move.is_empty() {
-        verify_interfaces(clients, &to_move)
+        let targets: Vec<(&str, &str)> = to_move.iter().map(|m| (m.eni, m.isolation)).collect();
+        verify_interfaces(clients, &targets)
             .await
             .map_err(|e| first_error.take().unwrap_or(e))?;
     }
@@ -512,11 +708,73 @@ async fn move_interfaces(
             unchanged.join(", ")
         )));
     }
-    let moved: Vec<String> = to_move
-        .iter()
-        .map(|(eni, g)| format!("{eni} -> {g}"))
-        .collect();
-    Ok(StepResult::done(format!("moved {}", moved.join(", "))))
+    Ok(StepResult::done(format!("moved {}", moved.join("; "))))
+}
+
+/// Security groups only judge new flows against their rules: a connection the instance already
+/// has (a reverse shell) is tracked, and a tracked flow outlives the rules that let it in. A flow
+/// allowed by rules open to every address in both directions is not tracked, and removing those
+/// rules cuts it at once. So the interface first goes onto the interim group, whose allow-all
+/// rules make its flows untracked, then straight onto the isolation group, which removes them.
+/// No pause between the two: the change of groups is what untracks, and every moment on the
+/// interim group is a moment open to all.
+///
+/// Returns the sequence, as the report shows it.
+async fn move_one(clients: &Clients, m: &Move<'_>) -> Result<String, AwsError> {
+    let mut sequence = Vec::new();
+    if m.interim.is_some() {
+        let (tcp, udp_stream, udp) = CONNTRACK_TIMEOUTS;
+        let shortened = clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(m.eni)
+            .connection_tracking_specification(
+                ConnectionTrackingSpecificationRequest::builder()
+                    .tcp_established_timeout(tcp)
+                    .udp_stream_timeout(udp_stream)
+                    .udp_timeout(udp)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws_err("ModifyNetworkInterfaceAttribute"));
+        // Not every instance type takes these timeouts; the cut does not depend on them.
+        sequence.push(match shortened {
+            Ok(_) => format!("conntrack {tcp}/{udp_stream}/{udp}"),
+            Err(e) => format!("conntrack timeouts not shortened ({e})"),
+        });
+    }
+    match &m.interim {
+        Some(Ok(interim)) => {
+            let through = set_groups(clients, m.eni, interim).await;
+            sequence.push(match through {
+                Ok(()) => format!("{interim} -> {}", m.isolation),
+                Err(e) => format!(
+                    "not moved through {interim} ({e}), tracked connections may survive: -> {}",
+                    m.isolation
+                ),
+            });
+        }
+        Some(Err(e)) => sequence.push(format!(
+            "no interim group ({e}), tracked connections may survive: -> {}",
+            m.isolation
+        )),
+        None => sequence.push(format!("-> {}", m.isolation)),
+    }
+    set_groups(clients, m.eni, m.isolation).await?;
+    Ok(format!("{}: {}", m.eni, sequence.join(", ")))
+}
+
+async fn set_groups(clients: &Clients, eni: &str, group: &str) -> Result<(), AwsError> {
+    clients
+        .ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(eni)
+        .groups(group)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
 }
 
 /// Reads the moved interfaces back: each must hold exactly its isolation group.

@@ -31,10 +31,17 @@ pub struct Atom {
 pub fn atoms_of(permissions: &[IpPermission]) -> BTreeSet<Atom> {
     let mut atoms = BTreeSet::new();
     for p in permissions {
+        let protocol = p.ip_protocol().unwrap_or("-1");
+        // All protocols has no ports; some readers show -1 or 0 there, which must not make the
+        // same rule look different from the one we ask for.
+        let (from_port, to_port) = match protocol {
+            "-1" => (None, None),
+            _ => (p.from_port(), p.to_port()),
+        };
         let atom = |source: Source| Atom {
-            protocol: p.ip_protocol().unwrap_or("-1").to_owned(),
-            from_port: p.from_port(),
-            to_port: p.to_port(),
+            protocol: protocol.to_owned(),
+            from_port,
+            to_port,
             source,
         };
         atoms.extend(
@@ -105,6 +112,23 @@ pub fn allowed_ingress(access: &ResponderAccess) -> BTreeSet<Atom> {
     atoms
 }
 
+/// All protocols from or to every IPv4 and IPv6 address. Rules this open make EC2 stop tracking
+/// the flows they allow, which is what the interim group is for.
+pub fn allow_all() -> BTreeSet<Atom> {
+    [
+        Source::Ipv4("0.0.0.0/0".to_owned()),
+        Source::Ipv6("::/0".to_owned()),
+    ]
+    .into_iter()
+    .map(|source| Atom {
+        protocol: "-1".to_owned(),
+        from_port: None,
+        to_port: None,
+        source,
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +168,20 @@ mod tests {
             source: Source::Ipv6("2001:db8::/32".into()),
         }));
         assert!(allowed_ingress(&access(&[], &[22])).is_empty());
+    }
+
+    #[test]
+    fn allow_all_survives_the_round_trip_whatever_ports_are_shown() {
+        let shown = IpPermission::builder()
+            .ip_protocol("-1")
+            .from_port(-1)
+            .to_port(-1)
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build())
+            .build();
+        assert_eq!(atoms_of(&[shown]), allow_all());
+        let asked: Vec<IpPermission> = allow_all().iter().map(permission_of).collect();
+        assert_eq!(atoms_of(&asked), allow_all());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const SNAPSHOT_INSTANCE: &str = "ec2-quarantine:instance-id";
 /// On the isolation group, so that guard policies can protect it.
 pub const ROLE: &str = "ec2-quarantine:role";
 pub const ROLE_ISOLATION: &str = "isolation";
+/// The allow-all group an interface passes through on its way to isolation (see `network`).
+pub const ROLE_INTERIM: &str = "interim";
 
 const MAX_VALUE_CHARS: usize = 256;
 

@@ -134,10 +134,17 @@ async fn a_tagged_instance_is_cut_off_kept_and_recorded_in_every_respect() {
             "{eni} is on the isolation group only"
         );
     }
+    // Per interface: the shorter tracking timeouts, the interim group, the isolation group
+    // (network.rs checks the order).
+    assert_eq!(
+        log.group_change_count(),
+        4,
+        "two group changes per interface"
+    );
     assert_eq!(
         log.count("ModifyNetworkInterfaceAttribute"),
-        2,
-        "one call per interface"
+        6,
+        "three calls per interface"
     );
     // Termination, stop, shutdown behaviour and volumes: one attribute per call, never `Groups`.
     assert_eq!(log.count("ModifyInstanceAttribute"), 4);

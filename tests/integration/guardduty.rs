@@ -54,7 +54,9 @@ async fn a_high_severity_finding_about_an_instance_contains_it() {
             "{eni} is on the isolation group only"
         );
     }
-    assert_eq!(log.count("ModifyNetworkInterfaceAttribute"), 2);
+    // Per interface: the tracking timeouts, then the interim and the isolation group.
+    assert_eq!(log.count("ModifyNetworkInterfaceAttribute"), 6);
+    assert_eq!(log.group_change_count(), 4);
     // The finding's event is the incident, and the reason names the finding.
     assert_eq!(
         report.instances[0].incident.as_deref(),

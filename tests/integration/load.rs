@@ -46,10 +46,11 @@ async fn one_event_naming_fifty_instances_contains_them_all_with_one_group() {
         .instances
         .iter()
         .all(|i| i.outcome == InstanceOutcome::Contained));
+    // The isolation group and the interim group (CUT_TRACKED_CONNECTIONS), each once.
     assert_eq!(
         log.count("CreateSecurityGroup"),
-        1,
-        "the VPC's group is ensured once"
+        2,
+        "each of the VPC's groups is ensured once"
     );
     assert_all_contained(&s, &ids).await;
 }

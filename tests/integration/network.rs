@@ -1,9 +1,222 @@
-use ec2_quarantine::contain::network::{create_or_adopt, IsolationGroups};
+use ec2_quarantine::contain::network::{create_or_adopt, interim_name, IsolationGroups};
+use ec2_quarantine::contain::rules::{allow_all, atoms_of};
 use ec2_quarantine::report::{Status, Step};
 
-use crate::containment::{contain, trigger_event};
+use crate::containment::{contain, contain_with, trigger_event};
+use crate::support::faults::Faults;
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, CallLog};
+use crate::support::{recorded_clients, with_faults, CallLog, InterfaceChange};
+
+fn two_interfaces() -> Options {
+    Options {
+        second_interface: true,
+        ..Options::default()
+    }
+}
+
+/// The VPC's interim group, which must be the only one of its name.
+async fn interim_group(s: &Scenario) -> aws_sdk_ec2::types::SecurityGroup {
+    let described = s
+        .account
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&s.vpc_id)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(interim_name(&s.isolation_group_name))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.security_groups().len(), 1, "one interim group");
+    described.security_groups()[0].clone()
+}
+
+#[tokio::test]
+async fn each_interface_passes_through_the_interim_group_and_ends_on_the_isolation_group() {
+    let s = Scenario::build(two_interfaces()).await;
+    assert_eq!(s.interfaces.len(), 2);
+    let (result, log) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    let report = result.expect("contained");
+    let (isolation, _, _) = s.isolation_group().await;
+    let interim = interim_group(&s).await;
+    let interim_id = interim.group_id().unwrap().to_owned();
+
+    // Exactly the four allow-all rules, tagged so that the function's role may use it.
+    assert_eq!(atoms_of(interim.ip_permissions()), allow_all(), "ingress");
+    assert_eq!(
+        atoms_of(interim.ip_permissions_egress()),
+        allow_all(),
+        "egress"
+    );
+    assert!(interim
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("ec2-quarantine:role") && t.value() == Some("interim")));
+
+    let detail = &report.instances[0]
+        .step(Step::MoveNetworkInterfaces)
+        .unwrap()
+        .detail;
+    for eni in &s.interfaces {
+        assert_eq!(
+            log.interface_changes(eni),
+            vec![
+                InterfaceChange::ConnectionTracking {
+                    eni: eni.clone(),
+                    timeouts: (60, 60, 30)
+                },
+                InterfaceChange::Groups {
+                    eni: eni.clone(),
+                    groups: vec![interim_id.clone()]
+                },
+                InterfaceChange::Groups {
+                    eni: eni.clone(),
+                    groups: vec![isolation.clone()]
+                },
+            ],
+            "{eni}: timeouts first, then the interim group, then the isolation group"
+        );
+        assert_eq!(
+            s.account.interface_groups(eni).await,
+            vec![isolation.clone()]
+        );
+        let sequence = format!("{eni}: conntrack 60/60/30, {interim_id} -> {isolation}");
+        assert!(detail.contains(&sequence), "{detail}");
+    }
+
+    // A re-run finds both interfaces isolated and changes none of them.
+    let (again, log) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    let report = again.expect("contained again");
+    assert_eq!(
+        report.instances[0]
+            .step(Step::MoveNetworkInterfaces)
+            .unwrap()
+            .status,
+        Status::Unchanged
+    );
+    assert_eq!(log.count("ModifyNetworkInterfaceAttribute"), 0);
+}
+
+#[tokio::test]
+async fn without_cutting_tracked_connections_each_interface_gets_one_change_and_no_interim_group() {
+    let s = Scenario::build(two_interfaces()).await;
+    let (result, log) = contain(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[("CUT_TRACKED_CONNECTIONS", "false")],
+    )
+    .await;
+    result.expect("contained");
+    let (isolation, _, _) = s.isolation_group().await;
+    assert!(s
+        .account
+        .groups_named(&s.vpc_id, &interim_name(&s.isolation_group_name))
+        .await
+        .is_empty());
+    for eni in &s.interfaces {
+        assert_eq!(
+            log.interface_changes(eni),
+            vec![InterfaceChange::Groups {
+                eni: eni.clone(),
+                groups: vec![isolation.clone()]
+            }]
+        );
+    }
+}
+
+#[tokio::test]
+async fn timeouts_the_instance_type_refuses_are_reported_and_the_cut_goes_on() {
+    let s = Scenario::build(two_interfaces()).await;
+    let faults = Faults::default();
+    // What AWS answers for an instance type without configurable timeouts.
+    faults.deny_when(
+        "ModifyNetworkInterfaceAttribute",
+        "ConnectionTrackingSpecification",
+        "UnsupportedOperation",
+    );
+    let (result, log) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    let report = result.expect("contained");
+    let step = report.instances[0]
+        .step(Step::MoveNetworkInterfaces)
+        .unwrap();
+    assert_eq!(step.status, Status::Done);
+    assert!(
+        step.detail.contains("conntrack timeouts not shortened"),
+        "{}",
+        step.detail
+    );
+    assert!(
+        step.detail.contains("UnsupportedOperation"),
+        "{}",
+        step.detail
+    );
+    let (isolation, _, _) = s.isolation_group().await;
+    let interim = interim_group(&s).await.group_id().unwrap().to_owned();
+    for eni in &s.interfaces {
+        assert_eq!(
+            log.group_changes(eni),
+            vec![vec![interim.clone()], vec![isolation.clone()]]
+        );
+        assert_eq!(
+            s.account.interface_groups(eni).await,
+            vec![isolation.clone()]
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_an_interim_group_the_cut_goes_straight_to_isolation_and_says_what_may_survive() {
+    let s = Scenario::build(two_interfaces()).await;
+    // The isolation group exists; the interim group cannot be created.
+    let group = create_or_adopt(
+        &recorded_clients(&s.account.sdk, &CallLog::default()),
+        &s.isolation_group_name,
+        &s.vpc_id,
+    )
+    .await
+    .unwrap();
+    let isolation = group.group_id().unwrap().to_owned();
+    let faults = Faults::default();
+    faults.deny("CreateSecurityGroup", "UnauthorizedOperation");
+    let (result, log) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    let report = result.expect("contained");
+    let step = report.instances[0]
+        .step(Step::MoveNetworkInterfaces)
+        .unwrap();
+    assert_eq!(step.status, Status::Done);
+    assert!(
+        step.detail.contains("tracked connections may survive"),
+        "{}",
+        step.detail
+    );
+    for eni in &s.interfaces {
+        assert_eq!(log.group_changes(eni), vec![vec![isolation.clone()]]);
+        assert_eq!(
+            s.account.interface_groups(eni).await,
+            vec![isolation.clone()]
+        );
+    }
+}
 
 #[tokio::test]
 async fn interfaces_in_two_vpcs_each_end_on_their_own_vpcs_group() {

@@ -40,6 +40,7 @@ ENV_CONTRACT = {
     "ISOLATION_SECURITY_GROUP_NAME": ("IsolationSecurityGroupName", "ec2-quarantine-isolation"),
     "SNAPSHOT_VOLUMES": ("SnapshotVolumes", "true"),
     "REVOKE_INSTANCE_CREDENTIALS": ("RevokeInstanceCredentials", "true"),
+    "CUT_TRACKED_CONNECTIONS": ("CutTrackedConnections", "true"),
     "FORENSIC_INGRESS_CIDRS": ("ForensicIngressCidrs", ""),
     "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
     "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
@@ -57,6 +58,7 @@ FUNCTION_ACTIONS = {
     "ec2:RevokeSecurityGroupEgress",
     "ec2:RevokeSecurityGroupIngress",
     "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
     "ec2:ModifyNetworkInterfaceAttribute",
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeIamInstanceProfileAssociations",
@@ -95,7 +97,6 @@ FORBIDDEN_ACTIONS = {
     "ec2:DisassociateIamInstanceProfile",
     "ec2:TerminateInstances",
     "ec2:DeleteSnapshot",
-    "ec2:AuthorizeSecurityGroupEgress",
     "ec2:DeleteSecurityGroup",
     "dynamodb:DeleteItem",
     "dynamodb:DeleteTable",
@@ -165,6 +166,7 @@ def test_every_contract_variable_is_set_from_its_parameter(template):
         assert str(params[param]["Default"]) == default, f"{param} default {params[param]['Default']!r} != {default!r}"
     assert params["SnapshotVolumes"]["AllowedValues"] == ["true", "false"]
     assert params["RevokeInstanceCredentials"]["AllowedValues"] == ["true", "false", "role-wide"]
+    assert params["CutTrackedConnections"]["AllowedValues"] == ["true", "false"]
     # Environment variables must be strings: no parameter of type List<...>/CommaDelimitedList.
     for var, value in variables.items():
         p = ref(value)
@@ -314,15 +316,22 @@ def test_function_never_writes_the_trigger_tag(template):
 
 
 def test_security_group_changes_only_on_isolation_groups(template):
+    """Only the function's own groups: isolation, and the interim group interfaces pass through."""
     _, role = function_role(template)
     for s in role_statements(role):
         acts = set(as_list(s["Action"]))
         if not acts & {"ec2:RevokeSecurityGroupEgress", "ec2:RevokeSecurityGroupIngress",
-                       "ec2:AuthorizeSecurityGroupIngress", "ec2:ModifyNetworkInterfaceAttribute"}:
+                       "ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
+                       "ec2:ModifyNetworkInterfaceAttribute"}:
             continue
+        # Egress is only ever opened on the interim group, never on the isolation group.
+        wanted = ["interim"] if "ec2:AuthorizeSecurityGroupEgress" in acts else ["interim", "isolation"]
         for res in as_list(s["Resource"]):
             if ":security-group/" in sample_value(template, res):
-                assert s["Condition"] == {"StringEquals": {"aws:ResourceTag/ec2-quarantine:role": "isolation"}}, s
+                assert set(s["Condition"]) == {"StringEquals"}, s
+                (key, values), = s["Condition"]["StringEquals"].items()
+                assert key == "aws:ResourceTag/ec2-quarantine:role", s
+                assert sorted(as_list(values)) == wanted, s
     # and never ModifyInstanceAttribute on security groups (the Groups attribute)
     for s in role_statements(role):
         if "ec2:ModifyInstanceAttribute" in as_list(s["Action"]):

@@ -38,6 +38,8 @@ pub enum Fault {
 struct Rule {
     operation: &'static str,
     fault: Fault,
+    /// Only calls whose request body contains this (one use of an operation with several).
+    body_contains: Option<&'static str>,
     /// How many more calls it applies to; `None` for all of them.
     remaining: Option<u32>,
     injected: u32,
@@ -80,6 +82,23 @@ impl Faults {
         self.add(operation, Fault::Error { status: 403, code }, None)
     }
 
+    /// Every call of `operation` whose request body contains `body_contains` fails with `code`.
+    pub fn deny_when(
+        &self,
+        operation: &'static str,
+        body_contains: &'static str,
+        code: &'static str,
+    ) -> &Self {
+        self.rules.lock().unwrap().push(Rule {
+            operation,
+            fault: Fault::Error { status: 400, code },
+            body_contains: Some(body_contains),
+            remaining: None,
+            injected: 0,
+        });
+        self
+    }
+
     /// The next `times` calls of `operation` are throttled.
     pub fn throttle(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
         self.add(operation, Fault::Error { status: 503, code }, Some(times))
@@ -94,6 +113,7 @@ impl Faults {
         self.rules.lock().unwrap().push(Rule {
             operation,
             fault,
+            body_contains: None,
             remaining,
             injected: 0,
         });
@@ -111,11 +131,13 @@ impl Faults {
             .sum()
     }
 
-    fn take(&self, operation: &str) -> Option<Fault> {
+    fn take(&self, operation: &str, body: &str) -> Option<Fault> {
         let mut rules = self.rules.lock().unwrap();
-        let rule = rules
-            .iter_mut()
-            .find(|r| r.operation == operation && r.remaining != Some(0))?;
+        let rule = rules.iter_mut().find(|r| {
+            r.operation == operation
+                && r.remaining != Some(0)
+                && r.body_contains.is_none_or(|part| body.contains(part))
+        })?;
         if let Some(n) = rule.remaining.as_mut() {
             *n -= 1;
         }
@@ -205,8 +227,9 @@ fn error_response(request: &HttpRequest, status: u16, code: &str) -> HttpRespons
 impl HttpConnector for FaultConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let operation = operation_of(&request);
+        let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).into_owned();
         let start = Instant::now();
-        let answer = match self.faults.take(&operation) {
+        let answer = match self.faults.take(&operation, &body) {
             None => self.inner.call(request),
             Some(Fault::Error { status, code }) => {
                 HttpConnectorFuture::ready(Ok(error_response(&request, status, code)))

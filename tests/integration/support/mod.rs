@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::config::Credentials;
+use aws_sdk_ec2::operation::modify_network_interface_attribute::ModifyNetworkInterfaceAttributeInput;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -118,13 +119,75 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
 
-/// Every operation the function's clients sent, as `Service.Operation`, in order.
+/// Every operation the function's clients sent, as `Service.Operation`, in order, and what each
+/// `ModifyNetworkInterfaceAttribute` asked for.
 #[derive(Clone, Debug, Default)]
-pub struct CallLog(Arc<Mutex<Vec<String>>>);
+pub struct CallLog {
+    calls: Arc<Mutex<Vec<String>>>,
+    interface_changes: Arc<Mutex<Vec<InterfaceChange>>>,
+}
+
+/// One `ModifyNetworkInterfaceAttribute` as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterfaceChange {
+    Groups {
+        eni: String,
+        groups: Vec<String>,
+    },
+    ConnectionTracking {
+        eni: String,
+        timeouts: (i32, i32, i32),
+    },
+    Other {
+        eni: String,
+    },
+}
+
+impl InterfaceChange {
+    pub fn eni(&self) -> &str {
+        match self {
+            Self::Groups { eni, .. }
+            | Self::ConnectionTracking { eni, .. }
+            | Self::Other { eni } => eni,
+        }
+    }
+}
 
 impl CallLog {
     pub fn calls(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Every change sent for `eni`, in the order sent.
+    pub fn interface_changes(&self, eni: &str) -> Vec<InterfaceChange> {
+        self.interface_changes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.eni() == eni)
+            .cloned()
+            .collect()
+    }
+
+    /// The group lists `eni` was set to, in order.
+    pub fn group_changes(&self, eni: &str) -> Vec<Vec<String>> {
+        self.interface_changes(eni)
+            .into_iter()
+            .filter_map(|c| match c {
+                InterfaceChange::Groups { groups, .. } => Some(groups),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many group changes were sent, to any interface.
+    pub fn group_change_count(&self) -> usize {
+        self.interface_changes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| matches!(c, InterfaceChange::Groups { .. }))
+            .count()
     }
 
     pub fn count(&self, operation: &str) -> usize {
@@ -144,7 +207,7 @@ impl Intercept for CallLog {
     // is in the bag.
     fn read_before_serialization(
         &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
@@ -152,7 +215,31 @@ impl Intercept for CallLog {
             .load::<Metadata>()
             .map(|m| format!("{}.{}", m.service(), m.name()))
             .unwrap_or_else(|| "unknown".to_owned());
-        self.0.lock().unwrap().push(name);
+        self.calls.lock().unwrap().push(name);
+        if let Some(input) = context
+            .input()
+            .downcast_ref::<ModifyNetworkInterfaceAttributeInput>()
+        {
+            let eni = input.network_interface_id().unwrap_or_default().to_owned();
+            let change = if let Some(groups) = input.groups.as_ref() {
+                InterfaceChange::Groups {
+                    eni,
+                    groups: groups.clone(),
+                }
+            } else if let Some(c) = input.connection_tracking_specification() {
+                InterfaceChange::ConnectionTracking {
+                    eni,
+                    timeouts: (
+                        c.tcp_established_timeout().unwrap_or_default(),
+                        c.udp_stream_timeout().unwrap_or_default(),
+                        c.udp_timeout().unwrap_or_default(),
+                    ),
+                }
+            } else {
+                InterfaceChange::Other { eni }
+            };
+            self.interface_changes.lock().unwrap().push(change);
+        }
         Ok(())
     }
 }
