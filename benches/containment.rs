@@ -93,12 +93,20 @@ fn mark(timeline: &[Call], depth: &[usize], t0: Instant, operations: &[&str]) ->
 async fn one_containment(group_exists: bool) -> Figures {
     let s = Scenario::build(Options::everything()).await;
     if group_exists {
-        // Another instance was contained in this VPC before: its isolation group is there.
+        // Another instance was contained in this VPC before: its isolation and interim groups
+        // are there.
         let clients = Clients::new(&s.account.sdk);
-        IsolationGroups::new(&s.isolation_group_name, &Default::default())
+        let groups = IsolationGroups::new(&s.isolation_group_name, &Default::default())
+            .cutting_tracked_connections(true);
+        groups
             .ensure(&clients, &s.vpc_id)
             .await
             .expect("isolation group");
+        groups
+            .ensure_interim(&clients, &s.vpc_id)
+            .await
+            .expect("cutting tracked connections")
+            .expect("interim group");
     }
     let faults = Faults::with_latency(LATENCY);
     let deps = Deps {
@@ -201,7 +209,7 @@ async fn main() {
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
     for (label, group_exists) in [
-        ("isolation group exists", true),
+        ("groups exist", true),
         ("first containment in the VPC", false),
     ] {
         let mut runs = Vec::new();
