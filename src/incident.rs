@@ -89,6 +89,7 @@ impl Record {
     }
 }
 
+#[derive(Clone)]
 pub enum Claim {
     /// This invocation is the first: its incident and original state are the record's.
     New(Record),

@@ -211,9 +211,23 @@ async fn revoke_on_role(
     let turn = role_turn(role_arn);
     let _turn = turn.lock().await;
     let mut last_write = None;
+    // The size of the role's other policies is read beside the first read of ours, not after
+    // it: a first containment always writes, and the size check would otherwise cost it two more
+    // round trips. Its answer matters only when there is something to write.
+    let mut others = None;
     // Each round's read is also the read-back of the previous round's write.
     for round in 0..=MAX_WRITES {
-        let found = read_policy(clients, role).await?;
+        let found = match others {
+            None => {
+                let (found, sized) = tokio::join!(
+                    read_policy(clients, role),
+                    other_policies_chars(clients, role)
+                );
+                others = Some(sized);
+                found?
+            }
+            Some(_) => read_policy(clients, role).await?,
+        };
         let existing = match &found {
             Some(document) => RevocationPolicy::from_document(document).map_err(|e| {
                 AwsError::local(
@@ -229,7 +243,7 @@ async fn revoke_on_role(
         let mut wanted = existing.wanted(instance_arn, mode, now);
         let mut write = Write::Instance;
         if found.as_ref() != Some(&wanted.document()) {
-            let others = other_policies_chars(clients, role).await?;
+            let others = others.clone().unwrap_or(Ok(0))?;
             if others + wanted.chars() > ROLE_POLICY_CHARS {
                 // The issue-time statement covers every credential the instance holds, so in
                 // role-wide mode its ARN may stay out when there is no room for it. (A re-run
@@ -383,7 +397,7 @@ async fn get_policy(clients: &Clients, role: &str, name: &str) -> Result<Option<
 
 /// What the role's other inline policies already use of [`ROLE_POLICY_CHARS`]. They are read
 /// rather than estimated: they may be anything from nothing to nearly all of it, and only their
-/// real size tells whether the write fits. It costs a read per policy, only when about to write.
+/// real size tells whether the write fits. It costs a listing and a read per policy.
 async fn other_policies_chars(clients: &Clients, role: &str) -> Result<usize, AwsError> {
     let names: Vec<String> = clients
         .iam
