@@ -11,3 +11,4 @@ pub mod event;
 pub mod handler;
 pub mod incident;
 pub mod report;
+pub mod revocations;

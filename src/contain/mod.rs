@@ -47,6 +47,7 @@ use crate::report::{
     InstanceOutcome, InstanceReport, InterfaceGroups, OriginalState, Report, Status, Step,
     StepReport,
 };
+use crate::revocations::RevocationLedger;
 use identity::Association;
 use instance::{DescribeError, InstanceFacts};
 use network::IsolationGroups;
@@ -188,11 +189,17 @@ pub async fn contain_all(
         config.claim_timeout,
     );
     let target_groups = load_balancing::TargetGroupList::default();
+    let ledger = RevocationLedger::new(
+        clients.dynamodb.clone(),
+        &config.incident_table,
+        config.claim_timeout,
+    );
     let invocation = Invocation {
         clients,
         config,
         groups: &groups,
         target_groups: &target_groups,
+        ledger: &ledger,
         store: &store,
         incident: request.event_id.as_deref().unwrap_or(invocation_id),
         invocation_id,
@@ -214,6 +221,7 @@ struct Invocation<'a> {
     config: &'a Config,
     groups: &'a IsolationGroups,
     target_groups: &'a load_balancing::TargetGroupList,
+    ledger: &'a RevocationLedger,
     store: &'a IncidentStore,
     /// The incident a first claim names: the event id, or the invocation's.
     incident: &'a str,
@@ -335,6 +343,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         };
         credentials::revoke_credentials(
             clients,
+            Some(inv.ledger),
             inv.config.revoke_credentials,
             instance_id,
             original_profile,
