@@ -799,8 +799,7 @@ async fn move_interfaces(
         }
     }
     if !to_move.is_empty() {
-        let targets: Vec<(&str, &str)> = to_move.iter().map(|m| (m.eni, m.isolation)).collect();
-        verify_interfaces(clients, &targets)
+        verify_interfaces(clients, &to_move)
             .await
             .map_err(|e| first_error.take().unwrap_or(e))?;
     }
@@ -900,29 +899,63 @@ async fn set_groups(clients: &Clients, eni: &str, group: &str) -> Result<(), Aws
         .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
 }
 
-/// Reads the moved interfaces back: each must hold exactly its isolation group.
-async fn verify_interfaces(clients: &Clients, moved: &[(&str, &str)]) -> Result<(), AwsError> {
-    let output = clients
-        .ec2
-        .describe_network_interfaces()
-        .set_network_interface_ids(Some(moved.iter().map(|(eni, _)| eni.to_string()).collect()))
-        .send()
-        .await
-        .map_err(aws_err("DescribeNetworkInterfaces"))?;
-    for (eni, group) in moved {
-        let actual: Vec<&str> = output
-            .network_interfaces()
-            .iter()
-            .filter(|n| n.network_interface_id() == Some(eni))
-            .flat_map(|n| n.groups())
-            .filter_map(|g| g.group_id())
-            .collect();
-        if actual != [*group] {
-            return Err(AwsError::local(
-                "DescribeNetworkInterfaces",
-                format!("read back {eni} with groups {actual:?}, expected only {group}"),
-            ));
+/// Reads the moved interfaces back: each must hold exactly its isolation group. One found on
+/// the interim group was moved there by a concurrent invocation for the same instance after our
+/// last move, and that invocation's own isolation move may never come (it may be cut short), so
+/// it is moved on to the isolation group again and read back once more.
+async fn verify_interfaces(clients: &Clients, moved: &[Move<'_>]) -> Result<(), AwsError> {
+    const ROUNDS: usize = 3;
+    let mut pending: Vec<&Move<'_>> = moved.iter().collect();
+    for _ in 0..ROUNDS {
+        let output = clients
+            .ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(pending.iter().map(|m| m.eni.to_owned()).collect()))
+            .send()
+            .await
+            .map_err(aws_err("DescribeNetworkInterfaces"))?;
+        let mut again = Vec::new();
+        for m in pending {
+            let actual: Vec<&str> = output
+                .network_interfaces()
+                .iter()
+                .filter(|n| n.network_interface_id() == Some(m.eni))
+                .flat_map(|n| n.groups())
+                .filter_map(|g| g.group_id())
+                .collect();
+            match (&m.interim, actual.as_slice()) {
+                (_, [group]) if *group == m.isolation => {}
+                (Some(Ok(interim)), [group]) if group == interim => again.push(m),
+                _ => {
+                    return Err(AwsError::local(
+                        "DescribeNetworkInterfaces",
+                        format!(
+                            "read back {} with groups {actual:?}, expected only {}",
+                            m.eni, m.isolation
+                        ),
+                    ))
+                }
+            }
         }
+        if again.is_empty() {
+            return Ok(());
+        }
+        for result in join_all(
+            again
+                .iter()
+                .map(|m| set_groups(clients, m.eni, m.isolation)),
+        )
+        .await
+        {
+            result?;
+        }
+        pending = again;
     }
-    Ok(())
+    Err(AwsError::local(
+        "DescribeNetworkInterfaces",
+        format!(
+            "{} kept coming back on the interim group after {ROUNDS} moves to isolation",
+            pending.iter().map(|m| m.eni).collect::<Vec<_>>().join(", ")
+        ),
+    ))
 }
