@@ -23,6 +23,7 @@
 //! the invocation fails.
 
 pub mod credentials;
+pub mod dry_run;
 pub mod evidence;
 pub mod identity;
 pub mod instance;
@@ -149,6 +150,7 @@ pub(crate) fn step_report(
             detail: r.detail,
             ms,
             error: None,
+            changes: Vec::new(),
         },
         Err(e) => StepReport {
             step,
@@ -156,6 +158,7 @@ pub(crate) fn step_report(
             detail: e.to_string(),
             ms,
             error: Some(e),
+            changes: Vec::new(),
         },
     }
 }
