@@ -707,3 +707,138 @@ fn plan_tags(
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InstanceProfileRef;
+    use crate::contain::instance::Volume;
+    use serde_json::Value;
+
+    fn config() -> Config {
+        Config::from_lookup(|name| match name {
+            "ISOLATION_INSTANCE_PROFILE" => Some("iso".to_owned()),
+            "INCIDENT_TABLE" => Some("incidents".to_owned()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn record(status: &str) -> Record {
+        Record {
+            instance_id: "i-12345678".into(),
+            incident: "evt-1".into(),
+            status: status.into(),
+            claimed_by: "req-1".into(),
+            claimed_at: "2026-11-23T10:00:00Z".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn a_claim_is_planned_unless_a_live_record_exists() {
+        let plan = plan_claim("incidents", "i-12345678", "evt-2", &Ok(None)).unwrap();
+        assert_eq!(plan.status, Status::Planned);
+        assert_eq!(
+            (
+                plan.changes[0].action.as_str(),
+                plan.changes[0].target.as_str()
+            ),
+            ("PutItem", "incidents/i-12345678")
+        );
+        let claimed = plan_claim(
+            "incidents",
+            "i-12345678",
+            "evt-1",
+            &Ok(Some(record("contained"))),
+        )
+        .unwrap();
+        assert_eq!(claimed.status, Status::Unchanged);
+        assert!(claimed.detail.contains("by req-1 for incident evt-1"));
+        // Release ends a quarantine: a new one claims the instance again.
+        let released = plan_claim(
+            "incidents",
+            "i-12345678",
+            "evt-2",
+            &Ok(Some(record(RELEASED))),
+        )
+        .unwrap();
+        assert_eq!(released.status, Status::Planned);
+        let failed = Err(AwsError::local("GetItem", "throttled"));
+        assert!(plan_claim("incidents", "i-12345678", "evt-2", &failed).is_err());
+    }
+
+    #[test]
+    fn the_profile_is_replaced_associated_or_left_as_it_is() {
+        let config = config();
+        let association = |arn: &str| {
+            Ok(Some(Association {
+                association_id: "iip-assoc-1".into(),
+                profile_arn: arn.into(),
+            }))
+        };
+        let app = "arn:aws:iam::123456789012:instance-profile/app";
+        let replace = plan_profile(&config, "i-12345678", association(app)).unwrap();
+        assert_eq!(
+            replace.changes[0].action,
+            "ReplaceIamInstanceProfileAssociation"
+        );
+        assert_eq!(replace.changes[0].target, "iip-assoc-1");
+        assert!(replace.changes[0].detail.contains(app));
+        let associate = plan_profile(&config, "i-12345678", Ok(None)).unwrap();
+        assert_eq!(
+            (
+                associate.changes[0].action.as_str(),
+                associate.changes[0].target.as_str()
+            ),
+            ("AssociateIamInstanceProfile", "i-12345678")
+        );
+        assert_eq!(
+            config.isolation_profile,
+            InstanceProfileRef::Name("iso".into())
+        );
+        let isolated = plan_profile(
+            &config,
+            "i-12345678",
+            association("arn:aws:iam::123456789012:instance-profile/iso"),
+        )
+        .unwrap();
+        assert_eq!(
+            (isolated.status, isolated.changes.len()),
+            (Status::Unchanged, 0)
+        );
+    }
+
+    #[test]
+    fn only_volumes_still_deleted_on_termination_are_planned() {
+        let volume = |id: &str, device: &str, deleted: bool| Volume {
+            device_name: device.into(),
+            volume_id: id.into(),
+            delete_on_termination: deleted,
+        };
+        let mut facts = InstanceFacts {
+            instance_id: "i-12345678".into(),
+            state: "running".into(),
+            vpc_id: None,
+            interfaces: Vec::new(),
+            profile_arn: None,
+            volumes: vec![
+                volume("vol-a", "/dev/sda1", true),
+                volume("vol-b", "/dev/sdf", false),
+            ],
+            root_device_name: Some("/dev/sda1".into()),
+            root_device_is_ebs: true,
+            spot: false,
+            tags: Default::default(),
+            metadata: Value::Null,
+        };
+        let plan = plan_keep_volumes(&facts);
+        assert_eq!(plan.changes.len(), 1);
+        assert!(plan.changes[0].detail.contains("vol-a (/dev/sda1)"));
+        assert!(!plan.changes[0].detail.contains("vol-b"));
+        facts.volumes[0].delete_on_termination = false;
+        assert_eq!(plan_keep_volumes(&facts).status, Status::Unchanged);
+        facts.volumes.clear();
+        assert_eq!(plan_keep_volumes(&facts).status, Status::Skipped);
+    }
+}
