@@ -376,11 +376,14 @@ async fn a_dry_run_reads_everything_lists_every_change_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn dry_run_true_in_the_configuration_holds_for_tag_events_and_against_the_event() {
+async fn dry_run_true_in_the_configuration_holds_for_tag_events_findings_and_against_the_event() {
     let s = Scenario::build(Options::default()).await;
     let before = observe(&s).await;
+    let mut finding = crate::guardduty::sample("guardduty-instance-high.json");
+    finding["detail"]["resource"]["instanceDetails"]["instanceId"] = json!(s.instance_id);
     let events = [
         trigger_event(&[&s.instance_id]),
+        finding,
         // A deployment that promises a dry run keeps it, whatever a caller asks for.
         direct(&s.instance_id, false),
     ];
