@@ -96,6 +96,9 @@ pub struct Config {
     /// Whether interfaces pass through an allow-all interim group on their way to isolation, so
     /// that connections already open are cut rather than left tracked.
     pub cut_tracked_connections: bool,
+    /// Read everything, report every change a real run would make, change nothing. A direct
+    /// invocation may ask for a dry run, but never lift this one: see `handler`.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,6 +129,7 @@ pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
 pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
 pub const CUT_TRACKED_CONNECTIONS: &str = "CUT_TRACKED_CONNECTIONS";
+pub const DRY_RUN: &str = "DRY_RUN";
 
 impl Config {
     /// Reads the process environment.
@@ -174,6 +178,7 @@ impl Config {
                 CUT_TRACKED_CONNECTIONS,
                 get(CUT_TRACKED_CONNECTIONS, "true"),
             )?,
+            dry_run: boolean(DRY_RUN, get(DRY_RUN, "false"))?,
         })
     }
 }
@@ -476,6 +481,7 @@ mod tests {
         assert_eq!(config.claim_timeout, std::time::Duration::from_secs(3));
         assert_eq!(config.revoke_credentials, CredentialRevocation::Instance);
         assert!(config.cut_tracked_connections);
+        assert!(!config.dry_run);
         assert_eq!(
             config.responder_access,
             ResponderAccess {
@@ -596,6 +602,10 @@ mod tests {
             (CUT_TRACKED_CONNECTIONS, "yes"),
             (CUT_TRACKED_CONNECTIONS, "False"),
             (CUT_TRACKED_CONNECTIONS, ""),
+            (DRY_RUN, "yes"),
+            (DRY_RUN, "True"),
+            (DRY_RUN, "1"),
+            (DRY_RUN, ""),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -621,6 +631,17 @@ mod tests {
         ])
         .unwrap();
         assert!(!config.cut_tracked_connections);
+    }
+
+    #[test]
+    fn a_dry_run_is_turned_on_by_dry_run_true() {
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+            (DRY_RUN, "true"),
+        ])
+        .unwrap();
+        assert!(config.dry_run);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct ContainRequest {
     pub event_id: Option<String>,
     /// The region the event comes from (EventBridge events only).
     pub region: Option<String>,
+    /// A direct invocation's `"dry_run": true`: report what would change, change nothing.
+    /// EventBridge events never set it; `DRY_RUN` in the configuration applies to them.
+    pub dry_run: bool,
 }
 
 /// More instances than one invocation can contain within the function's timeout; a larger
@@ -104,7 +107,7 @@ impl Request {
 /// field. Unknown fields are rejected rather than ignored: a misspelt option in a security tool
 /// must fail loudly, not be silently dropped.
 fn direct(value: Value) -> Result<Request, EventError> {
-    const FIELDS: [&str; 2] = ["instance_ids", "reason"];
+    const FIELDS: [&str; 3] = ["instance_ids", "reason", "dry_run"];
     let malformed = |message: String| EventError::MalformedDirect(message);
     let Value::Object(map) = value else {
         return Err(malformed("expected an object".to_owned()));
@@ -141,6 +144,17 @@ fn direct(value: Value) -> Result<Request, EventError> {
         Some(Value::String(reason)) => Some(reason.clone()),
         Some(other) => return Err(malformed(format!("reason must be a string, not {other}"))),
     };
+    // Strictly a boolean: "yes" or "false" as a string would be read one way by the caller and
+    // possibly the other way here, and a security tool must not guess which run was meant.
+    let dry_run = match map.get("dry_run") {
+        None => false,
+        Some(Value::Bool(dry_run)) => *dry_run,
+        Some(other) => {
+            return Err(malformed(format!(
+                "dry_run must be true or false, not {other}"
+            )))
+        }
+    };
     Ok(Request::Contain(ContainRequest {
         instance_ids: validated_ids(ids)?,
         reason: reason
@@ -148,6 +162,7 @@ fn direct(value: Value) -> Result<Request, EventError> {
             .unwrap_or_else(|| "direct invocation".to_owned()),
         event_id: None,
         region: None,
+        dry_run,
     }))
 }
 
@@ -208,6 +223,7 @@ fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
         reason: format!("tag {}={} set", trigger.key, trigger.value),
         event_id: event.id.filter(|id| !id.is_empty()),
         region: event.region,
+        dry_run: false,
     }))
 }
 
@@ -338,6 +354,7 @@ fn guardduty(event: EventBridgeEvent<Value>, trigger: &Trigger) -> Result<Reques
         event_id: event.id.filter(|id| !id.is_empty()),
         // Where the instance is: the handler refuses a finding from another region.
         region: Some(finding.region),
+        dry_run: false,
     }))
 }
 
@@ -458,6 +475,7 @@ mod tests {
                 reason: "GuardDuty finding UnauthorizedAccess:EC2/SSHBruteForce (severity 7, id a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7)".into(),
                 event_id: Some("7c0d5c3e-2f4a-4b1e-9d6a-1a2b3c4d5e6f".into()),
                 region: Some("us-east-1".into()),
+                dry_run: false,
             })
         );
     }
@@ -601,6 +619,7 @@ mod tests {
                 reason: "tag Quarantine=true set".into(),
                 event_id: Some("0b4e4b4c-1d4b-7c3e-2d5b-2f1e3c4d5e6f".into()),
                 region: Some("us-east-1".into()),
+                dry_run: false,
             })
         );
     }
@@ -687,8 +706,37 @@ mod tests {
                 reason: "GuardDuty 42".into(),
                 event_id: None,
                 region: None,
+                dry_run: false,
             })
         );
+    }
+
+    #[test]
+    fn a_direct_invocation_may_ask_for_a_dry_run_with_a_boolean_only() {
+        let dry_run = |value: Value| {
+            Request::from_value(
+                json!({"instance_ids": ["i-12345678"], "dry_run": value}),
+                &trigger(),
+            )
+        };
+        assert!(matches!(dry_run(json!(true)), Ok(Request::Contain(r)) if r.dry_run));
+        assert!(matches!(dry_run(json!(false)), Ok(Request::Contain(r)) if !r.dry_run));
+        for value in [
+            json!("yes"),
+            json!("true"),
+            json!(1),
+            json!(null),
+            json!({}),
+        ] {
+            let err = dry_run(value.clone()).unwrap_err();
+            assert!(
+                matches!(&err, EventError::MalformedDirect(m) if m.contains("dry_run must be true or false")),
+                "{value}: {err}"
+            );
+        }
+        let omitted =
+            Request::from_value(json!({"instance_ids": ["i-12345678"]}), &trigger()).unwrap();
+        assert!(matches!(omitted, Request::Contain(r) if !r.dry_run));
     }
 
     #[test]

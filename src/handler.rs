@@ -76,6 +76,10 @@ pub async fn handle(
     }
     let report = match request {
         Request::Ignore { reason } => Report::ignored(reason),
+        // Either one asks for a dry run; an event cannot lift a deployment's DRY_RUN=true.
+        Request::Contain(request) if deps.config.dry_run || request.dry_run => {
+            contain::dry_run::plan_all(&deps.clients, &deps.config, &request, invocation_id).await
+        }
         Request::Contain(request) => {
             contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
         }

@@ -16,6 +16,9 @@ pub enum Outcome {
     Partial,
     /// The event did not ask for containment; nothing was called.
     Ignored,
+    /// `DRY_RUN` or `"dry_run": true`: everything was read, nothing was changed, and each step
+    /// lists the changes a real run would make.
+    DryRun,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -50,12 +53,25 @@ impl Report {
         }
     }
 
+    /// A dry run: nothing changed, whatever each instance's steps say.
+    pub fn dry_run(reason: String, instances: Vec<InstanceReport>) -> Self {
+        Self {
+            outcome: Outcome::DryRun,
+            reason: Some(reason),
+            instances,
+        }
+    }
+
     /// A failed step anywhere makes the invocation fail, so that Lambda retries it and, once
-    /// retries are spent, hands it to the on-failure destination.
+    /// retries are spent, hands it to the on-failure destination. In a dry run only a failed
+    /// read fails a step.
     pub fn has_failures(&self) -> bool {
-        self.instances
-            .iter()
-            .any(|i| i.outcome != InstanceOutcome::Contained)
+        self.instances.iter().any(|i| {
+            !matches!(
+                i.outcome,
+                InstanceOutcome::Contained | InstanceOutcome::DryRun
+            ) || i.steps.iter().any(|s| s.status == Status::Failed)
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -75,6 +91,8 @@ pub enum InstanceOutcome {
     NotContained,
     /// The instance could not be read (unknown, terminated): nothing was changed.
     Rejected,
+    /// A dry run read the instance; nothing was changed. Its steps say what a real run would do.
+    DryRun,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -140,6 +158,8 @@ pub enum Status {
     /// Not applicable to this instance or turned off by configuration; the detail says which.
     Skipped,
     Failed,
+    /// Dry run only: a real run would make the changes listed with the step; none was made.
+    Planned,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -150,6 +170,19 @@ pub struct StepReport {
     pub ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<AwsError>,
+    /// Dry run only: each change a real run would make, in the order it would make them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PlannedChange>,
+}
+
+/// One mutating AWS call a real run would make, and on what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedChange {
+    /// The API operation (`ModifyNetworkInterfaceAttribute`, `DetachInstances`, ...).
+    pub action: String,
+    /// What it changes: an id, ARN or name (`eni-...`, a target group ARN, a role name).
+    pub target: String,
+    pub detail: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

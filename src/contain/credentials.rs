@@ -485,7 +485,7 @@ fn too_big(role: &str, mode: CredentialRevocation, total: usize, instances: usiz
 }
 
 /// Our policy on the role, parsed; `None` when the role has none.
-async fn read_policy(clients: &Clients, role: &str) -> Result<Option<Value>, AwsError> {
+pub(crate) async fn read_policy(clients: &Clients, role: &str) -> Result<Option<Value>, AwsError> {
     match get_policy(clients, role, POLICY_NAME).await? {
         None => Ok(None),
         Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
@@ -524,7 +524,7 @@ async fn get_policy(clients: &Clients, role: &str, name: &str) -> Result<Option<
 /// What the role's other inline policies already use of [`ROLE_POLICY_CHARS`]. They are read
 /// rather than estimated: they may be anything from nothing to nearly all of it, and only their
 /// real size tells whether the write fits. It costs a listing and a read per policy.
-async fn other_policies_chars(clients: &Clients, role: &str) -> Result<usize, AwsError> {
+pub(crate) async fn other_policies_chars(clients: &Clients, role: &str) -> Result<usize, AwsError> {
     let names: Vec<String> = clients
         .iam
         .list_role_policies()

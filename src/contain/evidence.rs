@@ -63,7 +63,7 @@ pub async fn snapshot_volumes(
 }
 
 /// Volume id to snapshot id, for the snapshots of this instance and incident.
-async fn existing(
+pub(crate) async fn existing(
     clients: &Clients,
     instance_id: &str,
     incident: &str,

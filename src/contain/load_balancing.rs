@@ -127,13 +127,17 @@ pub async fn deregister_target_groups(
     }
 }
 
-async fn deregister_all_targets(
+/// A target group holding the instance: its ARN, the ids that mean the instance there, and the
+/// instance's current registrations.
+pub(crate) type Registered = (String, BTreeSet<String>, Vec<TargetDescription>);
+
+/// Every target group of the region, and those the instance is registered in (draining
+/// registrations excluded). Reads only.
+pub(crate) async fn registered_groups(
     clients: &Clients,
     list: &TargetGroupList,
     facts: &InstanceFacts,
-    recorder: Option<Recorder<'_>>,
-    original: &mut Vec<TargetRegistration>,
-) -> Result<StepResult, AwsError> {
+) -> Result<(usize, Vec<Registered>), AwsError> {
     let groups = list.get(clients).await?;
     let candidates: Vec<(String, BTreeSet<String>)> = groups
         .iter()
@@ -142,20 +146,29 @@ async fn deregister_all_targets(
             Some((g.target_group_arn()?.to_owned(), own)).filter(|(_, own)| !own.is_empty())
         })
         .collect();
-    let registered: Vec<(String, BTreeSet<String>, Vec<TargetDescription>)> =
-        stream::iter(candidates)
-            .map(|(arn, own): (String, BTreeSet<String>)| async move {
-                let targets = registrations(clients, &arn, &own).await?;
-                Ok::<_, AwsError>((arn, own, targets))
-            })
-            .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
-            .try_filter(|(_, _, targets)| std::future::ready(!targets.is_empty()))
-            .try_collect()
-            .await?;
+    let registered: Vec<Registered> = stream::iter(candidates)
+        .map(|(arn, own): (String, BTreeSet<String>)| async move {
+            let targets = registrations(clients, &arn, &own).await?;
+            Ok::<_, AwsError>((arn, own, targets))
+        })
+        .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
+        .try_filter(|(_, _, targets)| std::future::ready(!targets.is_empty()))
+        .try_collect()
+        .await?;
+    Ok((groups.len(), registered))
+}
+
+async fn deregister_all_targets(
+    clients: &Clients,
+    list: &TargetGroupList,
+    facts: &InstanceFacts,
+    recorder: Option<Recorder<'_>>,
+    original: &mut Vec<TargetRegistration>,
+) -> Result<StepResult, AwsError> {
+    let (group_count, registered) = registered_groups(clients, list, facts).await?;
     if registered.is_empty() {
         return Ok(StepResult::unchanged(format!(
-            "registered in none of {} target group(s)",
-            groups.len()
+            "registered in none of {group_count} target group(s)"
         )));
     }
     for (arn, _, targets) in &registered {
@@ -231,7 +244,7 @@ pub async fn deregister_classic(
     }
 }
 
-async fn classic_balancers_with(
+pub(crate) async fn classic_balancers_with(
     clients: &Clients,
     instance_id: &str,
     names: Option<Vec<String>>,

@@ -23,6 +23,7 @@
 //! the invocation fails.
 
 pub mod credentials;
+pub mod dry_run;
 pub mod evidence;
 pub mod identity;
 pub mod instance;
@@ -162,6 +163,7 @@ pub(crate) fn step_report(
             detail: r.detail,
             ms,
             error: None,
+            changes: Vec::new(),
         },
         Err(e) => StepReport {
             step,
@@ -169,6 +171,7 @@ pub(crate) fn step_report(
             detail: e.to_string(),
             ms,
             error: Some(e),
+            changes: Vec::new(),
         },
     }
 }

@@ -23,13 +23,16 @@ use crate::aws::{aws_err, AwsError, Clients};
 use crate::report::{Step, StepReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Protection {
-    termination: bool,
-    stop: bool,
-    shutdown_stops: bool,
+pub(crate) struct Protection {
+    pub termination: bool,
+    pub stop: bool,
+    pub shutdown_stops: bool,
 }
 
-async fn read_protection(clients: &Clients, instance_id: &str) -> Result<Protection, AwsError> {
+pub(crate) async fn read_protection(
+    clients: &Clients,
+    instance_id: &str,
+) -> Result<Protection, AwsError> {
     let attribute = |name: InstanceAttributeName| {
         clients
             .ec2

@@ -21,7 +21,10 @@ pub struct ScalingCut {
 }
 
 /// The group the instance is in, if any. Instances already detaching count as out of it.
-async fn membership(clients: &Clients, instance_id: &str) -> Result<Option<String>, AwsError> {
+pub(crate) async fn membership(
+    clients: &Clients,
+    instance_id: &str,
+) -> Result<Option<String>, AwsError> {
     let output = clients
         .autoscaling
         .describe_auto_scaling_instances()

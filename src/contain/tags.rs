@@ -38,6 +38,8 @@ pub fn status_value(outcome: InstanceOutcome) -> &'static str {
         InstanceOutcome::Contained => "contained",
         InstanceOutcome::Partial => "partial",
         InstanceOutcome::NotContained | InstanceOutcome::Rejected => "not-contained",
+        // Never written: a dry run writes no tag. What a real run would write is "contained".
+        InstanceOutcome::DryRun => "contained",
     }
 }
 
@@ -183,6 +185,7 @@ mod tests {
             detail: String::new(),
             ms: 0,
             error: None,
+            changes: Vec::new(),
         }
     }
 

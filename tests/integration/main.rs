@@ -10,6 +10,8 @@ mod bad_input;
 mod containment;
 /// The deny on the original role for the credentials already issued, read back as documents.
 mod credentials;
+/// Dry runs: every read, every change listed, not one mutating call.
+mod dry_run;
 /// Faults the emulator cannot produce, injected under the SDK: throttling, denial, hangs.
 mod faults;
 /// GuardDuty findings as a trigger: an instance finding contains it, a low one calls nothing.

@@ -26,6 +26,7 @@ fn expected(file: &str) -> Expected {
     match file {
         "tag-quarantine-instance.json"
         | "direct-invocation.json"
+        | "direct-invocation-dry-run.json"
         | "guardduty-instance-high.json" => Expected::Contain(ONE),
         "tag-quarantine-two-instances.json" => {
             Expected::Contain(&["i-0123456789abcdef0", "i-0fedcba9876543210"])
@@ -57,7 +58,8 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
         let decision = Request::from_slice(&std::fs::read(&path).unwrap(), &trigger);
         match (expected(&name), decision) {
             (Expected::Contain(ids), Ok(Request::Contain(request))) => {
-                assert_eq!(request.instance_ids, ids, "{name}")
+                assert_eq!(request.instance_ids, ids, "{name}");
+                assert_eq!(request.dry_run, name.contains("dry-run"), "{name}");
             }
             (Expected::Ignore, Ok(Request::Ignore { reason })) => {
                 assert!(!reason.is_empty(), "{name}");

@@ -53,6 +53,7 @@ EXPECTED = {
     "guardduty-instance-low.json": False,
     "guardduty-s3-finding.json": False,
     "direct-invocation.json": None,
+    "direct-invocation-dry-run.json": None,
     "invalid-unknown-shape.json": None,
 }
 EVENTBRIDGE = sorted(n for n, e in EXPECTED.items() if e is not None)

@@ -41,6 +41,7 @@ ENV_CONTRACT = {
     "SNAPSHOT_VOLUMES": ("SnapshotVolumes", "true"),
     "REVOKE_INSTANCE_CREDENTIALS": ("RevokeInstanceCredentials", "true"),
     "CUT_TRACKED_CONNECTIONS": ("CutTrackedConnections", "true"),
+    "DRY_RUN": ("DryRun", "false"),
     "FORENSIC_INGRESS_CIDRS": ("ForensicIngressCidrs", ""),
     "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
     "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
@@ -167,6 +168,7 @@ def test_every_contract_variable_is_set_from_its_parameter(template):
     assert params["SnapshotVolumes"]["AllowedValues"] == ["true", "false"]
     assert params["RevokeInstanceCredentials"]["AllowedValues"] == ["true", "false", "role-wide"]
     assert params["CutTrackedConnections"]["AllowedValues"] == ["true", "false"]
+    assert params["DryRun"]["AllowedValues"] == ["true", "false"]
     # Environment variables must be strings: no parameter of type List<...>/CommaDelimitedList.
     for var, value in variables.items():
         p = ref(value)
