@@ -96,6 +96,19 @@ pub struct Config {
     /// Whether interfaces pass through an allow-all interim group on their way to isolation, so
     /// that connections already open are cut rather than left tracked.
     pub cut_tracked_connections: bool,
+    /// Whether this deployment contains (the tag rule's function) or releases (the break-glass
+    /// function): one binary, two functions with different roles.
+    pub mode: FunctionMode,
+}
+
+/// What one deployment of the binary does (`FUNCTION_MODE`). The two run as separate functions
+/// because they need opposite permissions: the containment role may attach only the isolation
+/// profile, the release role may pass the original roles back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FunctionMode {
+    #[default]
+    Contain,
+    Release,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,6 +139,7 @@ pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
 pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
 pub const CUT_TRACKED_CONNECTIONS: &str = "CUT_TRACKED_CONNECTIONS";
+pub const FUNCTION_MODE: &str = "FUNCTION_MODE";
 
 impl Config {
     /// Reads the process environment.
@@ -174,6 +188,7 @@ impl Config {
                 CUT_TRACKED_CONNECTIONS,
                 get(CUT_TRACKED_CONNECTIONS, "true"),
             )?,
+            mode: function_mode(get(FUNCTION_MODE, "contain"))?,
         })
     }
 }
@@ -410,6 +425,18 @@ fn credential_revocation(value: String) -> Result<CredentialRevocation, ConfigEr
     }
 }
 
+fn function_mode(value: String) -> Result<FunctionMode, ConfigError> {
+    match value.as_str() {
+        "contain" => Ok(FunctionMode::Contain),
+        "release" => Ok(FunctionMode::Release),
+        _ => Err(invalid(
+            FUNCTION_MODE,
+            &value,
+            "expected contain or release",
+        )),
+    }
+}
+
 /// GuardDuty's severity scale: Low from 1, up to Critical, 9 to 10.
 fn severity(variable: &'static str, value: String) -> Result<f64, ConfigError> {
     match value.trim().parse::<f64>() {
@@ -596,6 +623,9 @@ mod tests {
             (CUT_TRACKED_CONNECTIONS, "yes"),
             (CUT_TRACKED_CONNECTIONS, "False"),
             (CUT_TRACKED_CONNECTIONS, ""),
+            (FUNCTION_MODE, "Release"),
+            (FUNCTION_MODE, "undo"),
+            (FUNCTION_MODE, ""),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -665,5 +695,20 @@ mod tests {
         assert_eq!(mode("true"), CredentialRevocation::Instance);
         assert_eq!(mode("false"), CredentialRevocation::Off);
         assert_eq!(mode("role-wide"), CredentialRevocation::RoleWide);
+    }
+
+    #[test]
+    fn the_function_contains_unless_its_mode_says_release() {
+        let mode = |vars: &[(&'static str, &str)]| {
+            let mut all = vec![
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+            ];
+            all.extend_from_slice(vars);
+            config(&all).unwrap().mode
+        };
+        assert_eq!(mode(&[]), FunctionMode::Contain);
+        assert_eq!(mode(&[(FUNCTION_MODE, "contain")]), FunctionMode::Contain);
+        assert_eq!(mode(&[(FUNCTION_MODE, "release")]), FunctionMode::Release);
     }
 }

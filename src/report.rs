@@ -16,6 +16,8 @@ pub enum Outcome {
     Partial,
     /// The event did not ask for containment; nothing was called.
     Ignored,
+    /// A release: every instance is back as the incident record says it was.
+    Released,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -50,12 +52,31 @@ impl Report {
         }
     }
 
+    /// The report of a release: `released` when every instance is, `partial` otherwise.
+    pub fn from_released(reason: String, instances: Vec<InstanceReport>) -> Self {
+        let all_released = instances
+            .iter()
+            .all(|i| i.outcome == InstanceOutcome::Released);
+        Self {
+            outcome: if all_released {
+                Outcome::Released
+            } else {
+                Outcome::Partial
+            },
+            reason: Some(reason),
+            instances,
+        }
+    }
+
     /// A failed step anywhere makes the invocation fail, so that Lambda retries it and, once
     /// retries are spent, hands it to the on-failure destination.
     pub fn has_failures(&self) -> bool {
-        self.instances
-            .iter()
-            .any(|i| i.outcome != InstanceOutcome::Contained)
+        self.instances.iter().any(|i| {
+            !matches!(
+                i.outcome,
+                InstanceOutcome::Contained | InstanceOutcome::Released
+            )
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -73,8 +94,11 @@ pub enum InstanceOutcome {
     Partial,
     /// The network or the credential cut failed: the instance is NOT contained.
     NotContained,
-    /// The instance could not be read (unknown, terminated): nothing was changed.
+    /// The instance could not be read (unknown, terminated), or, for a release, has no
+    /// containment to undo: nothing was changed.
     Rejected,
+    /// Release: everything the record holds is restored, or was already.
+    Released,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -115,6 +139,15 @@ pub enum Step {
     KeepVolumes,
     SnapshotVolumes,
     TagInstance,
+    /// Release: the incident record read, and whether it allows a release.
+    ReadIncidentRecord,
+    RestoreNetworkInterfaces,
+    RestoreInstanceProfile,
+    /// Release: this instance's ARN out of the deny on the original role.
+    RestoreCredentials,
+    RegisterTargetGroups,
+    RegisterClassicLoadBalancers,
+    AttachAutoScaling,
 }
 
 impl Step {
@@ -179,6 +212,19 @@ pub struct InterfaceGroups {
     pub vpc_id: String,
     pub private_ip_addresses: Vec<String>,
     pub groups: Vec<String>,
+    /// The interface's connection tracking timeouts before containment shortened them, as
+    /// `DescribeInstances` showed them; absent when it showed none (older records, or instance
+    /// types without configurable timeouts), and then a release leaves them as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_tracking: Option<ConnectionTracking>,
+}
+
+/// Idle timeouts in seconds, as `ConnectionTrackingConfiguration` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionTracking {
+    pub tcp_established_timeout: Option<i32>,
+    pub udp_stream_timeout: Option<i32>,
+    pub udp_timeout: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ pub fn status_value(outcome: InstanceOutcome) -> &'static str {
         InstanceOutcome::Contained => "contained",
         InstanceOutcome::Partial => "partial",
         InstanceOutcome::NotContained | InstanceOutcome::Rejected => "not-contained",
+        InstanceOutcome::Released => crate::incident::RELEASED,
     }
 }
 
