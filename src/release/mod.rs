@@ -311,4 +311,34 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn each_function_takes_only_its_own_requests() {
+        let release = Request::Release(ReleaseRequest {
+            instance_ids: vec!["i-12345678".into()],
+            reason: "r".into(),
+        });
+        let contain = Request::Contain(crate::event::ContainRequest {
+            instance_ids: vec!["i-12345678".into()],
+            reason: "r".into(),
+            event_id: None,
+            region: None,
+        });
+        let ignore = Request::Ignore { reason: "r".into() };
+        assert_eq!(
+            admit(release.clone(), FunctionMode::Contain),
+            Err(EventError::ReleaseNotHere)
+        );
+        assert_eq!(admit(release.clone(), FunctionMode::Release), Ok(release));
+        assert_eq!(
+            admit(contain.clone(), FunctionMode::Contain),
+            Ok(contain.clone())
+        );
+        assert!(admit(contain, FunctionMode::Release).is_err());
+        assert_eq!(
+            admit(ignore.clone(), FunctionMode::Contain),
+            Ok(ignore.clone())
+        );
+        assert!(admit(ignore, FunctionMode::Release).is_err());
+    }
 }

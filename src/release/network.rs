@@ -177,3 +177,60 @@ async fn read_groups(clients: &Clients, eni: &str) -> Result<BTreeSet<String>, A
         .filter_map(|g| g.group_id().map(str::to_owned))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{
+        ConnectionTrackingSpecificationResponse, Instance, InstanceNetworkInterface,
+    };
+
+    use super::*;
+    use crate::contain::instance::facts_of;
+
+    #[test]
+    fn the_timeouts_described_before_containment_are_kept_for_the_record() {
+        let instance = Instance::builder()
+            .instance_id("i-12345678")
+            .vpc_id("vpc-1")
+            .network_interfaces(
+                InstanceNetworkInterface::builder()
+                    .network_interface_id("eni-1")
+                    .connection_tracking_configuration(
+                        ConnectionTrackingSpecificationResponse::builder()
+                            .tcp_established_timeout(432000)
+                            .udp_stream_timeout(180)
+                            .udp_timeout(30)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .network_interfaces(
+                InstanceNetworkInterface::builder()
+                    .network_interface_id("eni-2")
+                    .build(),
+            )
+            .build();
+        let facts = facts_of("i-12345678", &instance);
+        let timeouts = facts.interfaces[0].connection_tracking.unwrap();
+        assert_eq!(
+            timeouts,
+            ConnectionTracking {
+                tcp_established_timeout: Some(432000),
+                udp_stream_timeout: Some(180),
+                udp_timeout: Some(30),
+            }
+        );
+        assert_eq!(describe(&timeouts), "432000/180/30");
+        assert_eq!(facts.interfaces[1].connection_tracking, None);
+    }
+
+    #[test]
+    fn records_without_timeouts_still_parse() {
+        let old: InterfaceGroups = serde_json::from_str(
+            r#"{"network_interface_id": "eni-1", "vpc_id": "vpc-1",
+                "private_ip_addresses": [], "groups": ["sg-1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.connection_tracking, None);
+    }
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::containment::{contain, trigger_event};
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, sdk_config, CallLog, INCIDENT_TABLE};
+use crate::support::{recorded_clients, sdk_config, CallLog, InterfaceChange, INCIDENT_TABLE};
 
 const POLICY: &str = "ec2-quarantine-revoke-instance-credentials";
 
@@ -447,6 +447,19 @@ async fn a_released_instance_can_be_quarantined_again_as_a_new_incident() {
         s.account.interface_groups(&s.interfaces[1]).await,
         s.app_groups
     );
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        role_policy(&s, &role).await,
+        None,
+        "the last instance out of the deny deletes the policy"
+    );
 
     let second = contain(&s, trigger_event(&[&s.instance_id]), &[])
         .await
@@ -497,4 +510,266 @@ async fn a_released_instance_can_be_quarantined_again_as_a_new_incident() {
         s.account.interface_groups(&s.interfaces[1]).await,
         s.app_groups
     );
+}
+
+#[tokio::test]
+async fn an_instance_that_had_no_profile_is_released_without_one() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await,
+        Some(s.isolation_profile.1.clone())
+    );
+    let report = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("release");
+    let instance = &report.instances[0];
+    assert_eq!(
+        instance
+            .step(Step::RestoreInstanceProfile)
+            .map(|s| s.status),
+        Some(Status::Done),
+        "{instance:#?}"
+    );
+    assert_eq!(s.account.profile_of(&s.instance_id).await, None);
+    assert_eq!(
+        instance.step(Step::RestoreCredentials).map(|s| s.status),
+        Some(Status::Unchanged)
+    );
+}
+
+#[tokio::test]
+async fn a_record_whose_containment_is_still_running_is_not_released() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    // As a containment that has claimed the instance and not yet finished leaves it.
+    s.account
+        .dynamodb
+        .update_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", AttributeValue::S(s.instance_id.clone()))
+        .update_expression("SET #s = :s")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":s", AttributeValue::S("containing".into()))
+        .send()
+        .await
+        .unwrap();
+    let isolated = s.account.interface_groups(&s.interfaces[0]).await;
+    let (result, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let err = result.expect_err("a containment in progress is not released");
+    assert!(err.contains("being contained"), "{err}");
+    assert_no_change(&log);
+    assert_eq!(s.account.interface_groups(&s.interfaces[0]).await, isolated);
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("containing")
+    );
+}
+
+#[tokio::test]
+async fn a_role_wide_revocation_keeps_its_issue_time_deny_after_the_release() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    contain(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[("REVOKE_INSTANCE_CREDENTIALS", "role-wide")],
+    )
+    .await
+    .0
+    .expect("containment");
+    let before = role_policy(&s, &role).await.expect("the deny is there");
+    let older = before["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["Sid"] == "Ec2QuarantineRevokeOlderSessions")
+        .cloned()
+        .expect("the issue-time statement");
+
+    let report = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("release");
+    let step = report.instances[0].step(Step::RestoreCredentials).unwrap();
+    assert!(step.detail.contains("stays"), "{}", step.detail);
+    let after = role_policy(&s, &role).await.expect("the policy stays");
+    assert_eq!(denied_arns(&Some(after.clone())), Vec::<String>::new());
+    assert_eq!(after["Statement"], json!([older]));
+}
+
+#[tokio::test]
+async fn a_group_at_its_maximum_size_leaves_the_release_partial_and_a_retry_finishes_it() {
+    let s = Scenario::build(Options::everything()).await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    let group = s.auto_scaling_group.clone().unwrap();
+    let set_max = |max: i32| {
+        s.account
+            .autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .max_size(max)
+            .send()
+    };
+    let desired = s
+        .account
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .desired_capacity()
+        .unwrap();
+    set_max(desired).await.unwrap();
+
+    let (result, _) = release(&s, release_request(&[&s.instance_id])).await;
+    let err = result.expect_err("the group cannot take the instance");
+    assert!(err.contains("maximum size"), "{err}");
+    // Everything else is back; the group is not.
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[1]).await,
+        s.app_groups
+    );
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await,
+        s.original_profile_arn
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("release-partial")
+    );
+    let a = &s.account;
+    assert_eq!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("release-partial")
+    );
+    assert!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:incident")
+            .await
+            .is_some(),
+        "a partial release keeps the incident"
+    );
+
+    set_max(desired + 1).await.unwrap();
+    let report = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("the retry finishes the release");
+    let instance = &report.instances[0];
+    assert_eq!(
+        instance.step(Step::AttachAutoScaling).map(|s| s.status),
+        Some(Status::Done)
+    );
+    assert_eq!(
+        instance
+            .step(Step::RestoreNetworkInterfaces)
+            .map(|s| s.status),
+        Some(Status::Unchanged),
+        "what the first attempt restored is not written again"
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("released")
+    );
+}
+
+#[tokio::test]
+async fn recorded_connection_tracking_timeouts_are_put_back() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    // The emulator shows no connection tracking configuration, so nothing was recorded; write
+    // into the record what DescribeInstances shows on AWS for the first interface.
+    let key = AttributeValue::S(s.instance_id.clone());
+    let item = s
+        .account
+        .dynamodb
+        .get_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", key.clone())
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let mut interfaces: Value =
+        serde_json::from_str(item.item().unwrap()["original_interfaces"].as_s().unwrap()).unwrap();
+    assert!(interfaces[0].get("connection_tracking").is_none());
+    interfaces[0]["connection_tracking"] = json!({
+        "tcp_established_timeout": 432000, "udp_stream_timeout": 180, "udp_timeout": 30
+    });
+    s.account
+        .dynamodb
+        .update_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", key)
+        .update_expression("SET original_interfaces = :i")
+        .expression_attribute_values(":i", AttributeValue::S(interfaces.to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let (result, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let report = result.expect("release");
+    let first = interfaces[0]["network_interface_id"].as_str().unwrap();
+    let second = interfaces[1]["network_interface_id"].as_str().unwrap();
+    assert!(
+        log.interface_changes(first)
+            .contains(&InterfaceChange::ConnectionTracking {
+                eni: first.to_owned(),
+                timeouts: (432000, 180, 30)
+            }),
+        "{:?}",
+        log.interface_changes(first)
+    );
+    assert!(
+        !log.interface_changes(second)
+            .iter()
+            .any(|c| matches!(c, InterfaceChange::ConnectionTracking { .. })),
+        "nothing recorded, nothing written"
+    );
+    let detail = &report.instances[0]
+        .step(Step::RestoreNetworkInterfaces)
+        .unwrap()
+        .detail;
+    assert!(detail.contains("conntrack 432000/180/30"), "{detail}");
+    assert!(detail.contains("were not recorded"), "{detail}");
 }
