@@ -13,10 +13,10 @@
 //!      timeouts ([`network`]);
 //!    - the original instance profile ([`identity`]), and this instance's ARN out of the deny on
 //!      the original role ([`credentials`]).
-//! 3. Only then what sends it traffic and work again, so that no load balancer health check or
-//!    Auto Scaling decision sees it still isolated: target groups on their recorded ports and
-//!    classic load balancers ([`load_balancing`]), and the Auto Scaling group if it still exists
-//!    ([`scaling`]).
+//! 3. Only then, and only when the interfaces are back, what sends it traffic and work again,
+//!    so that no load balancer health check or Auto Scaling decision sees it still isolated:
+//!    target groups on their recorded ports and classic load balancers ([`load_balancing`]),
+//!    and the Auto Scaling group if it still exists ([`scaling`]).
 //! 4. Last: the instance's tags ([`tags`]) and the record say how it ended.
 //!
 //! Snapshots, termination and stop protection, the shutdown behaviour and `DeleteOnTermination`
@@ -169,16 +169,42 @@ async fn release_one(
         ),
         credentials::lift_deny(clients, instance_id, record.profile.as_ref()),
     );
-    // 3. Traffic and work.
-    let (target_groups, classic, scaling) = tokio::join!(
-        load_balancing::register_target_groups(clients, record.target_groups.as_deref()),
-        load_balancing::register_classic(
-            clients,
-            instance_id,
-            record.classic_load_balancers.as_deref()
-        ),
-        scaling::attach(clients, instance_id, record.auto_scaling_group.as_ref()),
-    );
+    // 3. Traffic and work, only once the network is back: a health check would find the
+    // instance unreachable, and an Auto Scaling group that uses load balancer health checks
+    // would terminate it, evidence and all.
+    let (target_groups, classic, scaling) = if interfaces.status == Status::Failed {
+        let held = || {
+            step_report(
+                Step::RegisterTargetGroups,
+                Instant::now(),
+                Ok(StepResult::skipped(
+                    "not attempted: the interfaces are not restored, so health checks would \
+                     find the instance unreachable; release again once they are",
+                )),
+            )
+        };
+        (
+            held(),
+            StepReport {
+                step: Step::RegisterClassicLoadBalancers,
+                ..held()
+            },
+            StepReport {
+                step: Step::AttachAutoScaling,
+                ..held()
+            },
+        )
+    } else {
+        tokio::join!(
+            load_balancing::register_target_groups(clients, record.target_groups.as_deref()),
+            load_balancing::register_classic(
+                clients,
+                instance_id,
+                record.classic_load_balancers.as_deref()
+            ),
+            scaling::attach(clients, instance_id, record.auto_scaling_group.as_ref()),
+        )
+    };
     let mut steps = vec![
         read,
         interfaces,

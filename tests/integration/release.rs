@@ -14,8 +14,11 @@ use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
 use serde_json::{json, Value};
 
 use crate::containment::{contain, trigger_event};
+use crate::support::faults::Faults;
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, sdk_config, CallLog, InterfaceChange, INCIDENT_TABLE};
+use crate::support::{
+    recorded_clients, sdk_config, with_faults, CallLog, InterfaceChange, INCIDENT_TABLE,
+};
 
 const POLICY: &str = "ec2-quarantine-revoke-instance-credentials";
 
@@ -29,9 +32,17 @@ fn release_request(instance_ids: &[&str]) -> Value {
 
 /// Runs the handler of the release function (`FUNCTION_MODE=release`) as Lambda would.
 async fn release(s: &Scenario, request: Value) -> (Result<Report, String>, CallLog) {
+    release_with(s, request, &s.account.sdk).await
+}
+
+async fn release_with(
+    s: &Scenario,
+    request: Value,
+    sdk: &aws_config::SdkConfig,
+) -> (Result<Report, String>, CallLog) {
     let log = CallLog::default();
     let deps = Deps {
-        clients: recorded_clients(&s.account.sdk, &log),
+        clients: recorded_clients(sdk, &log),
         config: s.config(&[("FUNCTION_MODE", "release")]),
     };
     let result = handle(request, &crate::support::unique("request"), &deps)
@@ -772,4 +783,37 @@ async fn recorded_connection_tracking_timeouts_are_put_back() {
         .detail;
     assert!(detail.contains("conntrack 432000/180/30"), "{detail}");
     assert!(detail.contains("were not recorded"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_instance_whose_interfaces_cannot_be_restored_gets_no_traffic_or_auto_scaling_back() {
+    let s = Scenario::build(Options::everything()).await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    let isolated = restorable(&s).await;
+    let faults = Faults::default();
+    faults.deny("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation");
+    let sdk = with_faults(&s.account.sdk, &faults);
+
+    let (result, log) = release_with(&s, release_request(&[&s.instance_id]), &sdk).await;
+    let err = result.expect_err("the release is partial");
+    assert!(err.contains("UnauthorizedOperation"), "{err}");
+    for operation in [
+        "AttachInstances",
+        "RegisterTargets",
+        "RegisterInstancesWithLoadBalancer",
+    ] {
+        assert_eq!(log.count(operation), 0, "{operation} in {:?}", log.calls());
+    }
+    let now = restorable(&s).await;
+    assert_eq!(now.interface_groups, isolated.interface_groups);
+    assert_eq!(now.auto_scaling_group, None);
+    assert_eq!(now.targets, isolated.targets);
+    assert_eq!(now.classic, isolated.classic);
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("release-partial")
+    );
 }
