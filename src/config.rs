@@ -99,6 +99,19 @@ pub struct Config {
     /// Read everything, report every change a real run would make, change nothing. A direct
     /// invocation may ask for a dry run, but never lift this one: see `handler`.
     pub dry_run: bool,
+    /// Whether this deployment contains (the tag rule's function) or releases (the break-glass
+    /// function): one binary, two functions with different roles.
+    pub mode: FunctionMode,
+}
+
+/// What one deployment of the binary does (`FUNCTION_MODE`). The two run as separate functions
+/// because they need opposite permissions: the containment role may attach only the isolation
+/// profile, the release role may pass the original roles back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FunctionMode {
+    #[default]
+    Contain,
+    Release,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,6 +143,7 @@ pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
 pub const CUT_TRACKED_CONNECTIONS: &str = "CUT_TRACKED_CONNECTIONS";
 pub const DRY_RUN: &str = "DRY_RUN";
+pub const FUNCTION_MODE: &str = "FUNCTION_MODE";
 
 impl Config {
     /// Reads the process environment.
@@ -179,6 +193,7 @@ impl Config {
                 get(CUT_TRACKED_CONNECTIONS, "true"),
             )?,
             dry_run: boolean(DRY_RUN, get(DRY_RUN, "false"))?,
+            mode: function_mode(get(FUNCTION_MODE, "contain"))?,
         })
     }
 }
@@ -415,6 +430,18 @@ fn credential_revocation(value: String) -> Result<CredentialRevocation, ConfigEr
     }
 }
 
+fn function_mode(value: String) -> Result<FunctionMode, ConfigError> {
+    match value.as_str() {
+        "contain" => Ok(FunctionMode::Contain),
+        "release" => Ok(FunctionMode::Release),
+        _ => Err(invalid(
+            FUNCTION_MODE,
+            &value,
+            "expected contain or release",
+        )),
+    }
+}
+
 /// GuardDuty's severity scale: Low from 1, up to Critical, 9 to 10.
 fn severity(variable: &'static str, value: String) -> Result<f64, ConfigError> {
     match value.trim().parse::<f64>() {
@@ -606,6 +633,9 @@ mod tests {
             (DRY_RUN, "True"),
             (DRY_RUN, "1"),
             (DRY_RUN, ""),
+            (FUNCTION_MODE, "Release"),
+            (FUNCTION_MODE, "undo"),
+            (FUNCTION_MODE, ""),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -686,5 +716,20 @@ mod tests {
         assert_eq!(mode("true"), CredentialRevocation::Instance);
         assert_eq!(mode("false"), CredentialRevocation::Off);
         assert_eq!(mode("role-wide"), CredentialRevocation::RoleWide);
+    }
+
+    #[test]
+    fn the_function_contains_unless_its_mode_says_release() {
+        let mode = |vars: &[(&'static str, &str)]| {
+            let mut all = vec![
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+            ];
+            all.extend_from_slice(vars);
+            config(&all).unwrap().mode
+        };
+        assert_eq!(mode(&[]), FunctionMode::Contain);
+        assert_eq!(mode(&[(FUNCTION_MODE, "contain")]), FunctionMode::Contain);
+        assert_eq!(mode(&[(FUNCTION_MODE, "release")]), FunctionMode::Release);
     }
 }

@@ -18,7 +18,20 @@ const GUARDDUTY_DETAIL_TYPE: &str = "GuardDuty Finding";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Contain(ContainRequest),
-    Ignore { reason: String },
+    Ignore {
+        reason: String,
+    },
+    /// Undo containment (`"action": "release"`); only ever a direct invocation, never an event.
+    Release(ReleaseRequest),
+}
+
+/// `{"action": "release", "instance_ids": [...], "reason": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    /// Validated, de-duplicated, in the order given.
+    pub instance_ids: Vec<String>,
+    /// Who asked and why: required, because a release re-opens a suspect instance.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +88,18 @@ pub enum EventError {
     TooManyInstances(usize),
     #[error("the event comes from region {event}, but this function contains instances in {own}")]
     OtherRegion { event: String, own: String },
+    #[error(
+        "this is the containment function (FUNCTION_MODE=contain), which never releases: send \
+         {{\"action\": \"release\", ...}} to the release function (ReleaseFunction in \
+         template.yaml, FUNCTION_MODE=release), which only the break-glass role may invoke"
+    )]
+    ReleaseNotHere,
+    #[error(
+        "this is the release function (FUNCTION_MODE=release), which only releases: it takes \
+         {{\"action\": \"release\", \"instance_ids\": [...], \"reason\": \"...\"}}, and this \
+         {0}; containment goes to the containment function"
+    )]
+    OnlyRelease(&'static str),
 }
 
 impl Request {
@@ -107,7 +132,7 @@ impl Request {
 /// field. Unknown fields are rejected rather than ignored: a misspelt option in a security tool
 /// must fail loudly, not be silently dropped.
 fn direct(value: Value) -> Result<Request, EventError> {
-    const FIELDS: [&str; 3] = ["instance_ids", "reason", "dry_run"];
+    const FIELDS: [&str; 4] = ["action", "instance_ids", "reason", "dry_run"];
     let malformed = |message: String| EventError::MalformedDirect(message);
     let Value::Object(map) = value else {
         return Err(malformed("expected an object".to_owned()));
@@ -155,6 +180,34 @@ fn direct(value: Value) -> Result<Request, EventError> {
             )))
         }
     };
+    match map.get("action") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(action)) if action == "contain" => {}
+        Some(Value::String(action)) if action == "release" => {
+            // A release has no dry run: running it for real when a rehearsal was asked for
+            // would do exactly what the caller did not want.
+            if dry_run {
+                return Err(malformed(
+                    "a release has no dry run; leave out dry_run to release".to_owned(),
+                ));
+            }
+            let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
+                return Err(malformed(
+                    "a release needs a reason (who asks, and why the instance is safe again)"
+                        .to_owned(),
+                ));
+            };
+            return Ok(Request::Release(ReleaseRequest {
+                instance_ids: validated_ids(ids)?,
+                reason,
+            }));
+        }
+        Some(other) => {
+            return Err(malformed(format!(
+                "unknown action {other} (the actions are \"contain\", the default, and \"release\")"
+            )))
+        }
+    }
     Ok(Request::Contain(ContainRequest {
         instance_ids: validated_ids(ids)?,
         reason: reason
@@ -737,6 +790,74 @@ mod tests {
         let omitted =
             Request::from_value(json!({"instance_ids": ["i-12345678"]}), &trigger()).unwrap();
         assert!(matches!(omitted, Request::Contain(r) if !r.dry_run));
+    }
+
+    #[test]
+    fn an_explicit_contain_action_is_a_containment() {
+        let request = Request::from_value(
+            json!({"action": "contain", "instance_ids": ["i-12345678"], "reason": "r"}),
+            &trigger(),
+        )
+        .unwrap();
+        assert!(matches!(request, Request::Contain(c) if c.instance_ids == ["i-12345678"]));
+    }
+
+    #[test]
+    fn a_release_action_asks_for_a_release_with_its_reason() {
+        let request = Request::from_value(
+            json!({"action": "release", "instance_ids": ["i-12345678", "i-12345678"], "reason": "IR-7 closed by alice"}),
+            &trigger(),
+        )
+        .unwrap();
+        assert_eq!(
+            request,
+            Request::Release(ReleaseRequest {
+                instance_ids: vec!["i-12345678".into()],
+                reason: "IR-7 closed by alice".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_release_without_a_reason_or_with_a_bad_action_is_invalid() {
+        let cases = [
+            (
+                json!({"action": "release", "instance_ids": ["i-12345678"]}),
+                "needs a reason",
+            ),
+            (
+                json!({"action": "release", "instance_ids": ["i-12345678"], "reason": " "}),
+                "needs a reason",
+            ),
+            (
+                json!({"action": "unquarantine", "instance_ids": ["i-12345678"]}),
+                "unknown action \"unquarantine\"",
+            ),
+            (
+                json!({"action": "Release", "instance_ids": ["i-12345678"], "reason": "r"}),
+                "unknown action",
+            ),
+            (
+                json!({"action": true, "instance_ids": ["i-12345678"]}),
+                "unknown action true",
+            ),
+            (
+                json!({"action": "release", "instance_ids": ["i-XYZ"], "reason": "r"}),
+                "i-XYZ",
+            ),
+            (
+                json!({"action": "release", "instance_ids": ["i-12345678"], "reason": "r", "dry_run": true}),
+                "a release has no dry run",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = Request::from_value(value.clone(), &trigger())
+                .expect_err(&format!("{value} must be invalid"));
+            assert!(
+                err.to_string().contains(expected),
+                "error for {value} should mention {expected:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::aws::Clients;
 use crate::config::Config;
 use crate::contain;
 use crate::event::{ContainRequest, EventError, Request};
+use crate::release;
 use crate::report::Report;
 
 /// What every invocation shares, built once at start.
@@ -25,6 +26,10 @@ pub enum HandlerError {
     /// The message is the report as JSON, so the failure destination receives all of it.
     #[error("{}", .0.to_json())]
     ContainmentIncomplete(Box<Report>),
+    /// A release that did not restore everything, or was refused for an instance (never
+    /// contained, already released); the message is the report as JSON.
+    #[error("{}", .0.to_json())]
+    ReleaseIncomplete(Box<Report>),
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -32,6 +37,7 @@ impl From<HandlerError> for Diagnostic {
         let error_type = match &error {
             HandlerError::InvalidEvent(_) => "InvalidEvent",
             HandlerError::ContainmentIncomplete(_) => "ContainmentIncomplete",
+            HandlerError::ReleaseIncomplete(_) => "ReleaseIncomplete",
         };
         Diagnostic {
             error_type: error_type.to_owned(),
@@ -52,9 +58,11 @@ pub async fn handle(
     invocation_id: &str,
     deps: &Deps,
 ) -> Result<Report, HandlerError> {
-    let request = Request::from_value(payload, &deps.config.trigger).inspect_err(|e| {
-        tracing::error!(error = %e, "invalid event; nothing was changed");
-    })?;
+    let request = Request::from_value(payload, &deps.config.trigger)
+        .and_then(|request| release::admit(request, deps.config.mode))
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "invalid event; nothing was changed");
+        })?;
     if let Request::Contain(ContainRequest {
         region: Some(event_region),
         ..
@@ -82,6 +90,15 @@ pub async fn handle(
         }
         Request::Contain(request) => {
             contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
+        }
+        Request::Release(request) => {
+            let report =
+                release::release_all(&deps.clients, &deps.config, &request, invocation_id).await;
+            println!("{}", report.to_json());
+            if report.has_failures() {
+                return Err(HandlerError::ReleaseIncomplete(Box::new(report)));
+            }
+            return Ok(report);
         }
     };
     // One line of JSON, so that log queries can read the report as fields.

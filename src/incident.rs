@@ -45,6 +45,14 @@ pub const ORIGINAL_CLASSIC_LOAD_BALANCERS: &str = "original_classic_load_balance
 
 /// The status a released instance's record carries; a new quarantine may claim it again.
 pub const RELEASED: &str = "released";
+/// The status of a record while its first containment runs: nothing to release yet.
+pub const CONTAINING: &str = "containing";
+/// A release that did not restore everything: it may be retried, and a new quarantine converges
+/// on the same incident.
+pub const RELEASE_PARTIAL: &str = "release-partial";
+const RELEASED_AT: &str = "released_at";
+const RELEASED_BY: &str = "released_by";
+const RELEASE_REASON: &str = "release_reason";
 
 /// The profile an instance had: `arn: None` when it had none (unlike a missing attribute,
 /// which means nobody has observed it yet).
@@ -400,6 +408,45 @@ impl IncidentStore {
             .await
             .map_err(aws_err("UpdateItem"))?;
         Ok(output.attributes().map(record_of).unwrap_or_default())
+    }
+}
+
+impl IncidentStore {
+    /// The end of a release: `status` ([`RELEASED`] or [`RELEASE_PARTIAL`]), when, by which
+    /// invocation and why. Only when the record still has the status the release read
+    /// (`seen`): a containment that claimed the instance meanwhile is not overwritten.
+    pub async fn finish_release(
+        &self,
+        instance_id: &str,
+        seen: &str,
+        status: &str,
+        now: &str,
+        released_by: &str,
+        reason: &str,
+    ) -> Result<(), AwsError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(instance_id))
+            .update_expression(
+                "SET #status = :status, #updated = :now, #at = :now, #by = :by, #reason = :reason",
+            )
+            .condition_expression("attribute_exists(#key) AND #status = :seen")
+            .expression_attribute_names("#key", KEY)
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_names("#updated", UPDATED_AT)
+            .expression_attribute_names("#at", RELEASED_AT)
+            .expression_attribute_names("#by", RELEASED_BY)
+            .expression_attribute_names("#reason", RELEASE_REASON)
+            .expression_attribute_values(":status", s(status))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":by", s(released_by))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":seen", s(seen))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("UpdateItem"))
     }
 }
 

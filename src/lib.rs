@@ -1,7 +1,7 @@
 //! ec2-quarantine: contains a compromised EC2 instance when a quarantine tag is set on it.
 //!
-//! `event` decides what an inbound event asks for, `contain` does it, `report` says what was
-//! done; `config` and `aws` are read and built once at start, and `handler` ties them together
+//! `event` decides what an inbound event asks for, `contain` does it (`release` undoes it, in
+//! the release function), `report` says what was done; `config` and `aws` are read and built once at start, and `handler` ties them together
 //! for the Lambda runtime.
 
 pub mod aws;
@@ -10,5 +10,6 @@ pub mod contain;
 pub mod event;
 pub mod handler;
 pub mod incident;
+pub mod release;
 pub mod report;
 pub mod revocations;

@@ -19,6 +19,8 @@ pub enum Outcome {
     /// `DRY_RUN` or `"dry_run": true`: everything was read, nothing was changed, and each step
     /// lists the changes a real run would make.
     DryRun,
+    /// A release: every instance is back as the incident record says it was.
+    Released,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -62,6 +64,22 @@ impl Report {
         }
     }
 
+    /// The report of a release: `released` when every instance is, `partial` otherwise.
+    pub fn from_released(reason: String, instances: Vec<InstanceReport>) -> Self {
+        let all_released = instances
+            .iter()
+            .all(|i| i.outcome == InstanceOutcome::Released);
+        Self {
+            outcome: if all_released {
+                Outcome::Released
+            } else {
+                Outcome::Partial
+            },
+            reason: Some(reason),
+            instances,
+        }
+    }
+
     /// A failed step anywhere makes the invocation fail, so that Lambda retries it and, once
     /// retries are spent, hands it to the on-failure destination. In a dry run only a failed
     /// read fails a step.
@@ -69,7 +87,7 @@ impl Report {
         self.instances.iter().any(|i| {
             !matches!(
                 i.outcome,
-                InstanceOutcome::Contained | InstanceOutcome::DryRun
+                InstanceOutcome::Contained | InstanceOutcome::DryRun | InstanceOutcome::Released
             ) || i.steps.iter().any(|s| s.status == Status::Failed)
         })
     }
@@ -89,10 +107,13 @@ pub enum InstanceOutcome {
     Partial,
     /// The network or the credential cut failed: the instance is NOT contained.
     NotContained,
-    /// The instance could not be read (unknown, terminated): nothing was changed.
+    /// The instance could not be read (unknown, terminated), or, for a release, has no
+    /// containment to undo: nothing was changed.
     Rejected,
     /// A dry run read the instance; nothing was changed. Its steps say what a real run would do.
     DryRun,
+    /// Release: everything the record holds is restored, or was already.
+    Released,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -133,6 +154,15 @@ pub enum Step {
     KeepVolumes,
     SnapshotVolumes,
     TagInstance,
+    /// Release: the incident record read, and whether it allows a release.
+    ReadIncidentRecord,
+    RestoreNetworkInterfaces,
+    RestoreInstanceProfile,
+    /// Release: this instance's ARN out of the deny on the original role.
+    RestoreCredentials,
+    RegisterTargetGroups,
+    RegisterClassicLoadBalancers,
+    AttachAutoScaling,
 }
 
 impl Step {
@@ -212,6 +242,19 @@ pub struct InterfaceGroups {
     pub vpc_id: String,
     pub private_ip_addresses: Vec<String>,
     pub groups: Vec<String>,
+    /// The interface's connection tracking timeouts before containment shortened them, as
+    /// `DescribeInstances` showed them; absent when it showed none (older records, or instance
+    /// types without configurable timeouts), and then a release leaves them as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_tracking: Option<ConnectionTracking>,
+}
+
+/// Idle timeouts in seconds, as `ConnectionTrackingConfiguration` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionTracking {
+    pub tcp_established_timeout: Option<i32>,
+    pub udp_stream_timeout: Option<i32>,
+    pub udp_timeout: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use aws_sdk_ec2::types::{Instance, InstanceLifecycleType, InstanceStateName};
 use serde_json::{json, Value};
 
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::report::ConnectionTracking;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceFacts {
@@ -34,6 +35,8 @@ pub struct Interface {
     pub groups: Vec<String>,
     pub private_ips: Vec<String>,
     pub ipv6_addresses: Vec<String>,
+    /// Recorded at the claim so that a release can put the timeouts back.
+    pub connection_tracking: Option<ConnectionTracking>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +116,13 @@ pub fn facts_of(instance_id: &str, instance: &Instance) -> InstanceFacts {
                     .iter()
                     .filter_map(|a| a.ipv6_address().map(str::to_owned))
                     .collect(),
+                connection_tracking: eni.connection_tracking_configuration().map(|c| {
+                    ConnectionTracking {
+                        tcp_established_timeout: c.tcp_established_timeout(),
+                        udp_stream_timeout: c.udp_stream_timeout(),
+                        udp_timeout: c.udp_timeout(),
+                    }
+                }),
             })
         })
         .collect();

@@ -465,6 +465,7 @@ fn observe(
             vpc_id: eni.vpc_id.clone(),
             private_ip_addresses: eni.private_ips.clone(),
             groups: eni.groups.clone(),
+            connection_tracking: eni.connection_tracking,
         })
         .collect();
     let profile = match association {

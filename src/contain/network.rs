@@ -648,6 +648,7 @@ pub async fn isolate(
                 vpc_id: eni.vpc_id.clone(),
                 private_ip_addresses: eni.private_ips.clone(),
                 groups: eni.groups.clone(),
+                connection_tracking: eni.connection_tracking,
             }),
         }
     }

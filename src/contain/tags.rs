@@ -40,6 +40,7 @@ pub fn status_value(outcome: InstanceOutcome) -> &'static str {
         InstanceOutcome::NotContained | InstanceOutcome::Rejected => "not-contained",
         // Never written: a dry run writes no tag. What a real run would write is "contained".
         InstanceOutcome::DryRun => "contained",
+        InstanceOutcome::Released => crate::incident::RELEASED,
     }
 }
 

@@ -28,5 +28,7 @@ mod network;
 mod nothing_lost;
 /// The durable incident record: the claim, the original state, convergence of concurrent runs.
 mod record;
+/// Release: contain, then restore the exact original state from the record; refusals.
+mod release;
 /// The files in events/, each parsed to the decision events/README.md promises (no emulator).
 mod sample_events;

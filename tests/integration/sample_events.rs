@@ -6,6 +6,7 @@ use crate::support::config;
 
 enum Expected {
     Contain(&'static [&'static str]),
+    Release(&'static [&'static str]),
     Ignore,
     Invalid,
 }
@@ -39,6 +40,7 @@ fn expected(file: &str) -> Expected {
         | "tag-volume.json"
         | "guardduty-instance-low.json"
         | "guardduty-s3-finding.json" => Expected::Ignore,
+        "release-invocation.json" => Expected::Release(ONE),
         "invalid-unknown-shape.json" => Expected::Invalid,
         other => panic!("events/{other} has no expected decision here: add it"),
     }
@@ -60,6 +62,9 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
             (Expected::Contain(ids), Ok(Request::Contain(request))) => {
                 assert_eq!(request.instance_ids, ids, "{name}");
                 assert_eq!(request.dry_run, name.contains("dry-run"), "{name}");
+            }
+            (Expected::Release(ids), Ok(Request::Release(request))) => {
+                assert_eq!(request.instance_ids, ids, "{name}")
             }
             (Expected::Ignore, Ok(Request::Ignore { reason })) => {
                 assert!(!reason.is_empty(), "{name}");

@@ -186,8 +186,20 @@ def as_list(v):
     return v if isinstance(v, list) else [v]
 
 
+# The containment function; the release function (FUNCTION_MODE=release) is the other one.
+CONTAINMENT_FUNCTION = "QuarantineFunction"
+RELEASE_FUNCTION = "ReleaseFunction"
+
+
 def function(template):
-    return only_resource_of_type(template, "AWS::Serverless::Function")
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    assert set(functions) == {CONTAINMENT_FUNCTION, RELEASE_FUNCTION}, sorted(functions)
+    return CONTAINMENT_FUNCTION, functions[CONTAINMENT_FUNCTION]
+
+
+def release_function(template):
+    function(template)
+    return RELEASE_FUNCTION, template["Resources"][RELEASE_FUNCTION]
 
 
 def getatt(value) -> tuple[str, str] | None:
@@ -205,8 +217,9 @@ def ref(value) -> str | None:
     return None
 
 
-def function_role(template) -> tuple[str, dict]:
-    _, fn = function(template)
+def function_role(template, fn=None) -> tuple[str, dict]:
+    if fn is None:
+        _, fn = function(template)
     ga = getatt(fn["Properties"].get("Role"))
     assert ga and ga[1] == "Arn", "the function must use an explicit role (SAM's generated role adds broad managed policies)"
     role = template["Resources"][ga[0]]

@@ -54,6 +54,7 @@ EXPECTED = {
     "guardduty-s3-finding.json": False,
     "direct-invocation.json": None,
     "direct-invocation-dry-run.json": None,
+    "release-invocation.json": None,
     "invalid-unknown-shape.json": None,
 }
 EVENTBRIDGE = sorted(n for n, e in EXPECTED.items() if e is not None)
@@ -420,6 +421,14 @@ def test_direct_invocation_sample():
     assert e == {"instance_ids": ["i-0123456789abcdef0"], "reason": "GuardDuty finding 1234 (manual)"}
 
 
+def test_release_invocation_sample():
+    """Only a direct invocation asks for a release, with the action and a reason."""
+    e = load_event("release-invocation.json")
+    assert set(e) == {"action", "instance_ids", "reason"}
+    assert e["action"] == "release" and e["instance_ids"] == ["i-0123456789abcdef0"]
+    assert e["reason"].strip()
+
+
 def test_events_readme_lists_every_file_with_the_rule_decision():
     text = (EVENTS / "README.md").read_text()
     rows = {}
@@ -431,7 +440,7 @@ def test_events_readme_lists_every_file_with_the_rule_decision():
     for name, expected in EXPECTED.items():
         word = "n/a" if expected is None else "match" if expected else "no match"
         assert rows[name][0] == word, f"README says rule '{rows[name][0]}' for {name}"
-        assert rows[name][1] in {"act", "ignore", "invalid"}, rows[name]
+        assert rows[name][1] in {"act", "ignore", "invalid", "release"}, rows[name]
         if expected:
             assert rows[name][1] == "act"
         if expected is False:

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from template_helpers import ACCOUNT, POLICIES, REGION, function_role, sample_value, service_authorization_data
+from template_helpers import (
+    ACCOUNT,
+    POLICIES,
+    REGION,
+    function_role,
+    release_function,
+    sample_value,
+    service_authorization_data,
+)
 
 GUARD = POLICIES / "guard-scp.json"
 TAG_SETTER = POLICIES / "tag-setter-policy.json"
@@ -35,6 +43,8 @@ SNAPSHOT = f"arn:aws:ec2:{REGION}::snapshot/snap-0123456789abcdef0"
 
 QUARANTINED = {"Quarantine": "true", "ec2-quarantine:status": "contained"}
 ISOLATION_SG = {"ec2-quarantine:role": "isolation"}
+INTERIM_SG = {"ec2-quarantine:role": "interim"}
+RELEASER = f"arn:aws:iam::{ACCOUNT}:role/ec2-quarantine/ec2-quarantine-ReleaseFunctionRole-EF34GH"
 EVIDENCE = {"ec2-quarantine:instance-id": "i-0123456789abcdef0", "ec2-quarantine:incident": "x"}
 
 
@@ -204,9 +214,12 @@ def test_guard_names_the_containment_actions(guard):
 
 
 def test_guard_exempts_the_templates_role_path(template):
-    """The exemption pattern fits the function role the template creates, and only it."""
+    """The exemption pattern fits the function roles the template creates, and only them."""
     name, _ = function_role(template)
     arn = sample_value(template, {"Fn::GetAtt": [name, "Arn"]})
+    assert _arn_like("arn:aws:iam::*:role/ec2-quarantine/*", arn), arn
+    release_role, _ = function_role(template, release_function(template)[1])
+    arn = sample_value(template, {"Fn::GetAtt": [release_role, "Arn"]})
     assert _arn_like("arn:aws:iam::*:role/ec2-quarantine/*", arn), arn
     iso = next(k for k, v in template["Resources"].items() if v["Type"] == "AWS::IAM::InstanceProfile")
     iso_role = template["Resources"][iso]["Properties"]["Roles"][0]["Ref"]
@@ -252,6 +265,21 @@ GUARD_SCENARIOS = [
     ("admin strips all its tags", Request(ADMIN, "ec2:DeleteTags", SG, ISOLATION_SG, {}, delete_all_tags=True), True),
     ("admin changes another group", Request(ADMIN, "ec2:AuthorizeSecurityGroupIngress", SG, {"Name": "web"}), False),
     ("responder revokes the isolation group's egress", Request(RESPONDER, "ec2:RevokeSecurityGroupEgress", SG, ISOLATION_SG), False),
+    # the interim group: allow-all, so putting it on an interface opens it to everything
+    ("admin puts the interim group on an interface", Request(ADMIN, "ec2:ModifyNetworkInterfaceAttribute", SG, INTERIM_SG), True),
+    ("admin puts it on an instance", Request(ADMIN, "ec2:ModifyInstanceAttribute", SG, INTERIM_SG), True),
+    ("admin launches an instance with it", Request(ADMIN, "ec2:RunInstances", SG, INTERIM_SG), True),
+    ("admin creates an interface with it", Request(ADMIN, "ec2:CreateNetworkInterface", SG, INTERIM_SG), True),
+    ("admin edits the interim group's rules", Request(ADMIN, "ec2:RevokeSecurityGroupEgress", SG, INTERIM_SG), True),
+    ("admin deletes the interim group", Request(ADMIN, "ec2:DeleteSecurityGroup", SG, INTERIM_SG), True),
+    ("admin strips all the interim group's tags", Request(ADMIN, "ec2:DeleteTags", SG, INTERIM_SG, {}, delete_all_tags=True), True),
+    ("admin puts another group on an interface", Request(ADMIN, "ec2:ModifyNetworkInterfaceAttribute", SG, {"Name": "web"}), False),
+    ("responder moves an interface through the interim group", Request(RESPONDER, "ec2:ModifyNetworkInterfaceAttribute", SG, INTERIM_SG), False),
+    ("responder converges the interim group's rules", Request(RESPONDER, "ec2:AuthorizeSecurityGroupEgress", SG, INTERIM_SG), False),
+    # release
+    ("the release function restores a quarantined interface", Request(RELEASER, "ec2:ModifyNetworkInterfaceAttribute", ENI, {"Quarantine": "true"}), False),
+    ("the release function restores the profile", Request(RELEASER, "ec2:ReplaceIamInstanceProfileAssociation", INSTANCE, QUARANTINED), False),
+    ("the release function tags the instance released", Request(RELEASER, "ec2:CreateTags", INSTANCE, QUARANTINED, {"ec2-quarantine:status": "released"}), False),
     # evidence
     ("admin deletes an evidence snapshot", Request(ADMIN, "ec2:DeleteSnapshot", SNAPSHOT, EVIDENCE), True),
     ("admin strips an evidence snapshot's tags", Request(ADMIN, "ec2:DeleteTags", SNAPSHOT, EVIDENCE, {}, delete_all_tags=True), True),

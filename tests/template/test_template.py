@@ -25,6 +25,7 @@ from template_helpers import (
     getatt,
     only_resource_of_type,
     ref,
+    release_function,
     resources_of_type,
     role_statements,
     sample_value,
@@ -48,6 +49,7 @@ ENV_CONTRACT = {
     "GUARDDUTY_MIN_SEVERITY": ("GuardDutyMinSeverity", "7"),
     "ISOLATION_INSTANCE_PROFILE": (None, None),
     "INCIDENT_TABLE": (None, None),
+    "FUNCTION_MODE": (None, None),
 }
 
 # Every AWS call the function makes (the brief's list). The role must allow exactly these.
@@ -502,19 +504,25 @@ def test_sam_translator_produces_the_invoke_config():
     fn_name, _ = function(packaged)
     # What `sam package`/`sam deploy` hands CloudFormation: the code uploaded to S3.
     packaged["Resources"][fn_name]["Properties"]["CodeUri"] = "s3://bucket/ec2-quarantine/code.zip"
+    release_name, _ = release_function(packaged)
+    packaged["Resources"][release_name]["Properties"]["CodeUri"] = "s3://bucket/ec2-quarantine/code.zip"
     out = translator.translate(packaged, parameter_values={"AWS::AccountId": ACCOUNT,
                                                                    "AWS::StackName": STACK})
     res = out["Resources"]
     fns = {k: v for k, v in res.items() if v["Type"] == "AWS::Lambda::Function"}
-    assert len(fns) == 1
-    (fn_name, fn), = fns.items()
-    assert fn["Properties"]["Architectures"] == ["arm64"]
-    assert fn["Properties"]["LoggingConfig"]["LogFormat"] == "JSON"
-    eics = [v for v in res.values() if v["Type"] == "AWS::Lambda::EventInvokeConfig"]
-    assert len(eics) == 1
-    p = eics[0]["Properties"]
+    assert set(fns) == {fn_name, release_name}
+    for fn in fns.values():
+        assert fn["Properties"]["Architectures"] == ["arm64"]
+        assert fn["Properties"]["LoggingConfig"]["LogFormat"] == "JSON"
+    eics = {
+        v["Properties"]["FunctionName"]["Ref"]: v["Properties"]
+        for v in res.values() if v["Type"] == "AWS::Lambda::EventInvokeConfig"
+    }
+    assert set(eics) == {fn_name, release_name}
+    p = eics[fn_name]
     assert p["MaximumRetryAttempts"] == 2
     assert "Arn" in json.dumps(p["DestinationConfig"]["OnFailure"])
+    assert eics[release_name]["MaximumRetryAttempts"] == 0
     # SAM did not create a role of its own next to ours.
     roles = [k for k, v in res.items() if v["Type"] == "AWS::IAM::Role"]
     assert sorted(roles) == sorted(k for k, v in tpl["Resources"].items() if v["Type"] == "AWS::IAM::Role")

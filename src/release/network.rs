@@ -1,0 +1,236 @@
+//! Every recorded interface back on the security groups it had before containment, and its
+//! connection tracking timeouts back where they were, when the record holds them.
+//!
+//! IAM: `ec2:ModifyNetworkInterfaceAttribute`, `ec2:DescribeNetworkInterfaces`.
+//!
+//! Only interfaces still attached to the instance are changed: one detached since containment
+//! may now serve something else, and putting the suspect's groups on it is not what anyone
+//! asked for; it is named in the detail. Interfaces attached after containment are not in the
+//! record and are left alone, also named. Idempotent: an interface already on its recorded
+//! groups is not written.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use aws_sdk_ec2::types::ConnectionTrackingSpecificationRequest;
+use futures::future::join_all;
+
+use crate::aws::{aws_err, AwsError, Clients};
+use crate::contain::instance::InstanceFacts;
+use crate::contain::{step_report, StepResult};
+use crate::report::{ConnectionTracking, InterfaceGroups, Step, StepReport};
+
+pub async fn restore_interfaces(
+    clients: &Clients,
+    facts: &InstanceFacts,
+    recorded: Option<&[InterfaceGroups]>,
+) -> StepReport {
+    let started = Instant::now();
+    let Some(recorded) = recorded.filter(|r| !r.is_empty()) else {
+        return step_report(
+            Step::RestoreNetworkInterfaces,
+            started,
+            Ok(StepResult::skipped(
+                "the record holds no interface groups (containment did not get to record them); \
+                 the interfaces are left as they are",
+            )),
+        );
+    };
+    let results = join_all(recorded.iter().map(|eni| restore_one(clients, facts, eni))).await;
+    let mut parts = Vec::new();
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(part) => parts.push(part),
+            Err(e) => failures.push(e),
+        }
+    }
+    let unrecorded: Vec<&str> = facts
+        .interfaces
+        .iter()
+        .filter(|i| !recorded.iter().any(|r| r.network_interface_id == i.id))
+        .map(|i| i.id.as_str())
+        .collect();
+    if !unrecorded.is_empty() {
+        parts.push(StepResult::unchanged(format!(
+            "{} not in the record (attached after containment, or already isolated when it \
+             was claimed): left on their groups",
+            unrecorded.join(", ")
+        )));
+    }
+    let result = match failures.into_iter().next() {
+        // One failed interface fails the step; the others' outcome goes into the message.
+        Some(e) => Err(AwsError {
+            message: format!("{}; {}", e.message, StepResult::merge(parts).detail),
+            ..e
+        }),
+        None => Ok(StepResult::merge(parts)),
+    };
+    step_report(Step::RestoreNetworkInterfaces, started, result)
+}
+
+async fn restore_one(
+    clients: &Clients,
+    facts: &InstanceFacts,
+    recorded: &InterfaceGroups,
+) -> Result<StepResult, AwsError> {
+    let eni = recorded.network_interface_id.as_str();
+    let Some(now) = super::attached(facts, eni) else {
+        return Ok(StepResult::skipped(format!(
+            "{eni} is no longer attached to {}: not changed",
+            facts.instance_id
+        )));
+    };
+    let wanted: BTreeSet<&str> = recorded.groups.iter().map(String::as_str).collect();
+    let current: BTreeSet<&str> = now.groups.iter().map(String::as_str).collect();
+    let mut changes = Vec::new();
+    if wanted != current {
+        clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(eni)
+            .set_groups(Some(recorded.groups.clone()))
+            .send()
+            .await
+            .map_err(aws_err("ModifyNetworkInterfaceAttribute"))?;
+        changes.push(format!("{eni} -> {}", recorded.groups.join(",")));
+    }
+    let conntrack = match &recorded.connection_tracking {
+        Some(timeouts) => {
+            // Always written when recorded: the current timeouts are not in the facts, and
+            // writing the same values again changes nothing.
+            restore_timeouts(clients, eni, timeouts).await?;
+            changes.push(format!("{eni} conntrack {}", describe(timeouts)));
+            ""
+        }
+        None => " (its original connection tracking timeouts were not recorded, so they stay as containment set them)",
+    };
+    let read = read_groups(clients, eni).await?;
+    if read
+        != wanted
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<BTreeSet<_>>()
+    {
+        return Err(AwsError::local(
+            "DescribeNetworkInterfaces",
+            format!(
+                "read back {eni} on {read:?}, expected {:?}",
+                recorded.groups
+            ),
+        ));
+    }
+    Ok(if changes.is_empty() {
+        StepResult::unchanged(format!(
+            "{eni} already on {}{conntrack}",
+            recorded.groups.join(",")
+        ))
+    } else {
+        StepResult::done(format!("{}{conntrack}", changes.join(", ")))
+    })
+}
+
+async fn restore_timeouts(
+    clients: &Clients,
+    eni: &str,
+    timeouts: &ConnectionTracking,
+) -> Result<(), AwsError> {
+    clients
+        .ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(eni)
+        .connection_tracking_specification(
+            ConnectionTrackingSpecificationRequest::builder()
+                .set_tcp_established_timeout(timeouts.tcp_established_timeout)
+                .set_udp_stream_timeout(timeouts.udp_stream_timeout)
+                .set_udp_timeout(timeouts.udp_timeout)
+                .build(),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
+}
+
+fn describe(t: &ConnectionTracking) -> String {
+    let part = |v: Option<i32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_owned());
+    format!(
+        "{}/{}/{}",
+        part(t.tcp_established_timeout),
+        part(t.udp_stream_timeout),
+        part(t.udp_timeout)
+    )
+}
+
+async fn read_groups(clients: &Clients, eni: &str) -> Result<BTreeSet<String>, AwsError> {
+    let output = clients
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(eni)
+        .send()
+        .await
+        .map_err(aws_err("DescribeNetworkInterfaces"))?;
+    Ok(output
+        .network_interfaces()
+        .iter()
+        .flat_map(|n| n.groups())
+        .filter_map(|g| g.group_id().map(str::to_owned))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{
+        ConnectionTrackingSpecificationResponse, Instance, InstanceNetworkInterface,
+    };
+
+    use super::*;
+    use crate::contain::instance::facts_of;
+
+    #[test]
+    fn the_timeouts_described_before_containment_are_kept_for_the_record() {
+        let instance = Instance::builder()
+            .instance_id("i-12345678")
+            .vpc_id("vpc-1")
+            .network_interfaces(
+                InstanceNetworkInterface::builder()
+                    .network_interface_id("eni-1")
+                    .connection_tracking_configuration(
+                        ConnectionTrackingSpecificationResponse::builder()
+                            .tcp_established_timeout(432000)
+                            .udp_stream_timeout(180)
+                            .udp_timeout(30)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .network_interfaces(
+                InstanceNetworkInterface::builder()
+                    .network_interface_id("eni-2")
+                    .build(),
+            )
+            .build();
+        let facts = facts_of("i-12345678", &instance);
+        let timeouts = facts.interfaces[0].connection_tracking.unwrap();
+        assert_eq!(
+            timeouts,
+            ConnectionTracking {
+                tcp_established_timeout: Some(432000),
+                udp_stream_timeout: Some(180),
+                udp_timeout: Some(30),
+            }
+        );
+        assert_eq!(describe(&timeouts), "432000/180/30");
+        assert_eq!(facts.interfaces[1].connection_tracking, None);
+    }
+
+    #[test]
+    fn records_without_timeouts_still_parse() {
+        let old: InterfaceGroups = serde_json::from_str(
+            r#"{"network_interface_id": "eni-1", "vpc_id": "vpc-1",
+                "private_ip_addresses": [], "groups": ["sg-1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.connection_tracking, None);
+    }
+}

@@ -1,0 +1,854 @@
+//! Release: a contained instance put back exactly as it was, read from the account before and
+//! after; what release must not touch (snapshots, protection); refusals with zero calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_ec2::types::{
+    IamInstanceProfileSpecification, InstanceAttributeName, InstanceNetworkInterfaceSpecification,
+    InstanceType,
+};
+use ec2_quarantine::contain::credentials::decode_document;
+use ec2_quarantine::handler::{handle, Deps};
+use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
+use serde_json::{json, Value};
+
+use crate::containment::{contain, trigger_event};
+use crate::support::faults::Faults;
+use crate::support::scenario::{Options, Scenario};
+use crate::support::{
+    recorded_clients, sdk_config, with_faults, CallLog, InterfaceChange, INCIDENT_TABLE,
+};
+
+const POLICY: &str = "ec2-quarantine-revoke-instance-credentials";
+
+fn instance_arn(instance_id: &str) -> String {
+    format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}")
+}
+
+fn release_request(instance_ids: &[&str]) -> Value {
+    json!({"action": "release", "instance_ids": instance_ids, "reason": "IR-42 closed by alice: reimaged"})
+}
+
+/// Runs the handler of the release function (`FUNCTION_MODE=release`) as Lambda would.
+async fn release(s: &Scenario, request: Value) -> (Result<Report, String>, CallLog) {
+    release_with(s, request, &s.account.sdk).await
+}
+
+async fn release_with(
+    s: &Scenario,
+    request: Value,
+    sdk: &aws_config::SdkConfig,
+) -> (Result<Report, String>, CallLog) {
+    let log = CallLog::default();
+    let deps = Deps {
+        clients: recorded_clients(sdk, &log),
+        config: s.config(&[("FUNCTION_MODE", "release")]),
+    };
+    let result = handle(request, &crate::support::unique("request"), &deps)
+        .await
+        .map_err(|e| e.to_string());
+    (result, log)
+}
+
+/// Everything containment changes and release restores, as the account shows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Restorable {
+    interface_groups: BTreeMap<String, BTreeSet<String>>,
+    profile: Option<String>,
+    auto_scaling_group: Option<String>,
+    /// Target group ARN to the (target id, port) registered in it.
+    targets: BTreeMap<String, BTreeSet<(String, Option<i32>)>>,
+    classic: BTreeMap<String, BTreeSet<String>>,
+}
+
+async fn restorable(s: &Scenario) -> Restorable {
+    let a = &s.account;
+    let mut interface_groups = BTreeMap::new();
+    for eni in &s.interfaces {
+        interface_groups.insert(
+            eni.clone(),
+            a.interface_groups(eni).await.into_iter().collect(),
+        );
+    }
+    let auto_scaling_group = a
+        .autoscaling
+        .describe_auto_scaling_instances()
+        .instance_ids(&s.instance_id)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_instances()
+        .iter()
+        .find(|i| i.instance_id() == Some(s.instance_id.as_str()))
+        .and_then(|i| i.auto_scaling_group_name().map(str::to_owned));
+    let mut targets = BTreeMap::new();
+    let groups = s
+        .target_groups
+        .iter()
+        .map(|(arn, _)| arn.clone())
+        .chain(s.ip_target_group.clone());
+    for arn in groups {
+        let health = a
+            .elbv2
+            .describe_target_health()
+            .target_group_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let registered = health
+            .target_health_descriptions()
+            .iter()
+            .filter(|d| {
+                d.target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str())
+                    != Some("draining")
+            })
+            .filter_map(|d| d.target())
+            .map(|t| (t.id().unwrap().to_owned(), t.port()))
+            .collect();
+        targets.insert(arn, registered);
+    }
+    let mut classic = BTreeMap::new();
+    if let Some(name) = &s.classic_load_balancer {
+        let out = a
+            .elb
+            .describe_load_balancers()
+            .load_balancer_names(name)
+            .send()
+            .await
+            .unwrap();
+        let members = out.load_balancer_descriptions()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        classic.insert(name.clone(), members);
+    }
+    Restorable {
+        interface_groups,
+        profile: a.profile_of(&s.instance_id).await,
+        auto_scaling_group,
+        targets,
+        classic,
+    }
+}
+
+async fn role_policy(s: &Scenario, role: &str) -> Option<Value> {
+    match s
+        .account
+        .iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(POLICY)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            Some(serde_json::from_str(&decode_document(out.policy_document()).unwrap()).unwrap())
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            None
+        }
+        Err(e) => panic!("GetRolePolicy {role}: {e:?}"),
+    }
+}
+
+fn denied_arns(policy: &Option<Value>) -> Vec<String> {
+    policy
+        .as_ref()
+        .and_then(|p| {
+            p["Statement"].as_array()?.iter().find_map(|st| {
+                serde_json::from_value(
+                    st["Condition"]["ArnEquals"]["ec2:SourceInstanceARN"].clone(),
+                )
+                .ok()
+            })
+        })
+        .unwrap_or_default()
+}
+
+async fn record_status(s: &Scenario, instance_id: &str) -> Option<String> {
+    s.account
+        .dynamodb
+        .get_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", AttributeValue::S(instance_id.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .and_then(|i| i.get("status")?.as_s().ok().cloned())
+}
+
+/// A second instance with the same profile, and so the same role: its deny must survive.
+async fn neighbour(s: &Scenario) -> String {
+    let profile = s.original_profile_arn.as_deref().unwrap();
+    let name = profile.rsplit('/').next().unwrap();
+    let out = s
+        .account
+        .ec2
+        .run_instances()
+        .image_id("ami-0123456789abcdef0")
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .subnet_id(&s.subnet_id)
+                .groups(&s.app_groups[0])
+                .build(),
+        )
+        .iam_instance_profile(
+            IamInstanceProfileSpecification::builder()
+                .name(name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.instances()[0].instance_id().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_contained_two_interface_instance_is_released_to_its_exact_original_state() {
+    let s = Scenario::build(Options::everything()).await;
+    let other = neighbour(&s).await;
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let before = restorable(&s).await;
+    assert_eq!(before.interface_groups.len(), 2, "{before:?}");
+    assert!(before.profile.is_some() && before.auto_scaling_group.is_some());
+
+    let contained = contain(&s, trigger_event(&[&s.instance_id, &other]), &[])
+        .await
+        .0
+        .expect("containment succeeds");
+    let incident = contained.instances[0].incident.clone().unwrap();
+    let isolated = restorable(&s).await;
+    assert_ne!(isolated.interface_groups, before.interface_groups);
+    assert_ne!(isolated.profile, before.profile);
+    assert_ne!(isolated.auto_scaling_group, before.auto_scaling_group);
+    assert_ne!(isolated.targets, before.targets);
+    assert_ne!(isolated.classic, before.classic);
+    let mut both = vec![instance_arn(&s.instance_id), instance_arn(&other)];
+    both.sort();
+    assert_eq!(denied_arns(&role_policy(&s, &role).await), both);
+    let snapshots = s.account.snapshots_of(&s.instance_id).await;
+    assert_eq!(snapshots.len(), s.volumes.len());
+
+    let (result, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let report = result.expect("the release succeeds");
+    assert_eq!(report.outcome, Outcome::Released);
+    let instance = &report.instances[0];
+    assert_eq!(instance.outcome, InstanceOutcome::Released, "{instance:#?}");
+    for step in [
+        Step::RestoreNetworkInterfaces,
+        Step::RestoreInstanceProfile,
+        Step::RestoreCredentials,
+        Step::RegisterTargetGroups,
+        Step::RegisterClassicLoadBalancers,
+        Step::AttachAutoScaling,
+        Step::TagInstance,
+        Step::RecordIncident,
+    ] {
+        assert_eq!(
+            instance.step(step).map(|s| s.status),
+            Some(Status::Done),
+            "{step:?}: {instance:#?}"
+        );
+    }
+
+    // Exactly as before containment, read from the account.
+    assert_eq!(restorable(&s).await, before);
+    // The deny is gone for this instance and kept for the other.
+    assert_eq!(
+        denied_arns(&role_policy(&s, &role).await),
+        vec![instance_arn(&other)]
+    );
+    // Evidence and protection stay.
+    assert_eq!(s.account.snapshots_of(&s.instance_id).await, snapshots);
+    let a = &s.account;
+    assert_eq!(
+        a.attribute(&s.instance_id, InstanceAttributeName::DisableApiTermination)
+            .await,
+        "true"
+    );
+    assert_eq!(
+        a.attribute(
+            &s.instance_id,
+            InstanceAttributeName::InstanceInitiatedShutdownBehavior
+        )
+        .await,
+        "stop"
+    );
+    for mapping in a.instance(&s.instance_id).await.block_device_mappings() {
+        assert_eq!(mapping.ebs().unwrap().delete_on_termination(), Some(false));
+    }
+    // Tags: released, with the incident and the reason; the trigger tag and nothing else gone.
+    assert_eq!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("released")
+    );
+    assert_eq!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:released-incident")
+            .await,
+        Some(incident)
+    );
+    assert_eq!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:incident").await,
+        None
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("released")
+    );
+    assert_eq!(
+        record_status(&s, &other).await.as_deref(),
+        Some("contained")
+    );
+    // The other instance is untouched by this release.
+    assert_eq!(
+        a.tag_of(&other, "ec2-quarantine:status").await.as_deref(),
+        Some("contained")
+    );
+    // Release removes only what the allowlist names, and never a snapshot.
+    for call in log.calls() {
+        assert!(
+            !call.contains("Snapshot") || call.contains("Describe"),
+            "release never touches snapshots: {call}"
+        );
+        assert!(!call.contains(".Terminate"), "{call}");
+    }
+
+    // A second release is refused: there is nothing left to restore.
+    let (again, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let err = again.expect_err("a second release is refused");
+    assert!(err.contains("already released"), "{err}");
+    assert_no_change(&log);
+}
+
+/// Reads only: no call that changes anything.
+fn assert_no_change(log: &CallLog) {
+    for call in log.calls() {
+        let operation = call.rsplit('.').next().unwrap();
+        assert!(
+            operation.starts_with("Describe") || operation.starts_with("Get"),
+            "no change, only reads: {call} in {:?}",
+            log.calls()
+        );
+    }
+}
+
+#[tokio::test]
+async fn releasing_an_instance_never_contained_is_an_error_that_changes_nothing() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let groups = s.account.interface_groups(&s.interfaces[0]).await;
+    let (result, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let err = result.expect_err("nothing to release");
+    assert!(err.contains("never contained"), "{err}");
+    assert!(err.contains(&s.instance_id), "{err}");
+    assert_no_change(&log);
+    assert!(log.count("GetItem") == 1, "{:?}", log.calls());
+    assert_eq!(s.account.interface_groups(&s.interfaces[0]).await, groups);
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await,
+        s.original_profile_arn
+    );
+    assert_eq!(record_status(&s, &s.instance_id).await, None);
+    assert_eq!(
+        s.account
+            .tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn the_containment_function_refuses_a_release_with_zero_calls() {
+    let log = CallLog::default();
+    let deps = Deps {
+        clients: recorded_clients(&sdk_config().await, &log),
+        config: crate::support::config(&[("ISOLATION_INSTANCE_PROFILE", "isolation")]),
+    };
+    let err = handle(release_request(&["i-0123456789abcdef0"]), "req", &deps)
+        .await
+        .expect_err("the containment function never releases");
+    let message = err.to_string();
+    assert!(message.contains("release function"), "{message}");
+    assert!(message.contains("FUNCTION_MODE=release"), "{message}");
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "InvalidEvent"
+    );
+    assert_eq!(log.calls(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_release_function_refuses_containment_and_events_with_zero_calls() {
+    let log = CallLog::default();
+    let deps = Deps {
+        clients: recorded_clients(&sdk_config().await, &log),
+        config: crate::support::config(&[
+            ("ISOLATION_INSTANCE_PROFILE", "isolation"),
+            ("FUNCTION_MODE", "release"),
+        ]),
+    };
+    let mut other_key = trigger_event(&["i-0123456789abcdef0"]);
+    other_key["detail"]["changed-tag-keys"] = json!(["Owner"]);
+    let mut removed = trigger_event(&["i-0123456789abcdef0"]);
+    removed["detail"]["tags"] = json!({});
+    for request in [
+        json!({"instance_ids": ["i-0123456789abcdef0"], "reason": "r"}),
+        json!({"action": "contain", "instance_ids": ["i-0123456789abcdef0"]}),
+        trigger_event(&["i-0123456789abcdef0"]),
+        other_key,
+        // Removing the quarantine tag is no release request either.
+        removed,
+    ] {
+        let err = handle(request.clone(), "req", &deps)
+            .await
+            .expect_err(&format!("the release function refuses {request}"));
+        let message = err.to_string();
+        assert!(message.contains("only releases"), "{message}");
+        assert_eq!(
+            lambda_runtime::Diagnostic::from(err).error_type,
+            "InvalidEvent"
+        );
+    }
+    assert_eq!(log.calls(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_released_instance_can_be_quarantined_again_as_a_new_incident() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let first = contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("first containment");
+    let first_incident = first.instances[0].incident.clone().unwrap();
+    release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("release");
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[1]).await,
+        s.app_groups
+    );
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        role_policy(&s, &role).await,
+        None,
+        "the last instance out of the deny deletes the policy"
+    );
+
+    let second = contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("second containment");
+    let instance = &second.instances[0];
+    assert_eq!(instance.outcome, InstanceOutcome::Contained);
+    assert_eq!(
+        instance.step(Step::RecordIncident).map(|s| s.status),
+        Some(Status::Done),
+        "a new claim: {instance:#?}"
+    );
+    let second_incident = instance.incident.clone().unwrap();
+    assert_ne!(second_incident, first_incident);
+    let (group_id, _, _) = s.isolation_group().await;
+    for eni in &s.interfaces {
+        assert_eq!(
+            s.account.interface_groups(eni).await,
+            vec![group_id.clone()]
+        );
+    }
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await,
+        Some(s.isolation_profile.1.clone())
+    );
+    // A new set of snapshots for the new incident; the first set is kept.
+    assert_eq!(
+        s.account.snapshots_of(&s.instance_id).await.len(),
+        2 * s.volumes.len()
+    );
+    assert_eq!(
+        s.account
+            .tag_of(&s.instance_id, "ec2-quarantine:incident")
+            .await,
+        Some(second_incident)
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("contained")
+    );
+    // And it can be released again, from the new record.
+    let again = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("second release");
+    assert_eq!(again.outcome, Outcome::Released);
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[1]).await,
+        s.app_groups
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_had_no_profile_is_released_without_one() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await,
+        Some(s.isolation_profile.1.clone())
+    );
+    let report = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("release");
+    let instance = &report.instances[0];
+    assert_eq!(
+        instance
+            .step(Step::RestoreInstanceProfile)
+            .map(|s| s.status),
+        Some(Status::Done),
+        "{instance:#?}"
+    );
+    assert_eq!(s.account.profile_of(&s.instance_id).await, None);
+    assert_eq!(
+        instance.step(Step::RestoreCredentials).map(|s| s.status),
+        Some(Status::Unchanged)
+    );
+}
+
+#[tokio::test]
+async fn a_record_whose_containment_is_still_running_is_not_released() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    // As a containment that has claimed the instance and not yet finished leaves it.
+    s.account
+        .dynamodb
+        .update_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", AttributeValue::S(s.instance_id.clone()))
+        .update_expression("SET #s = :s")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":s", AttributeValue::S("containing".into()))
+        .send()
+        .await
+        .unwrap();
+    let isolated = s.account.interface_groups(&s.interfaces[0]).await;
+    let (result, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let err = result.expect_err("a containment in progress is not released");
+    assert!(err.contains("being contained"), "{err}");
+    assert_no_change(&log);
+    assert_eq!(s.account.interface_groups(&s.interfaces[0]).await, isolated);
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("containing")
+    );
+}
+
+#[tokio::test]
+async fn a_role_wide_revocation_keeps_its_issue_time_deny_after_the_release() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    contain(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[("REVOKE_INSTANCE_CREDENTIALS", "role-wide")],
+    )
+    .await
+    .0
+    .expect("containment");
+    let before = role_policy(&s, &role).await.expect("the deny is there");
+    let older = before["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["Sid"] == "Ec2QuarantineRevokeOlderSessions")
+        .cloned()
+        .expect("the issue-time statement");
+
+    let report = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("release");
+    let step = report.instances[0].step(Step::RestoreCredentials).unwrap();
+    assert!(step.detail.contains("stays"), "{}", step.detail);
+    let after = role_policy(&s, &role).await.expect("the policy stays");
+    assert_eq!(denied_arns(&Some(after.clone())), Vec::<String>::new());
+    assert_eq!(after["Statement"], json!([older]));
+}
+
+#[tokio::test]
+async fn a_group_at_its_maximum_size_leaves_the_release_partial_and_a_retry_finishes_it() {
+    let s = Scenario::build(Options::everything()).await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    let group = s.auto_scaling_group.clone().unwrap();
+    let set_max = |max: i32| {
+        s.account
+            .autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .max_size(max)
+            .send()
+    };
+    let desired = s
+        .account
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .desired_capacity()
+        .unwrap();
+    set_max(desired).await.unwrap();
+
+    let (result, _) = release(&s, release_request(&[&s.instance_id])).await;
+    let err = result.expect_err("the group cannot take the instance");
+    assert!(err.contains("maximum size"), "{err}");
+    // Everything else is back; the group is not.
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[1]).await,
+        s.app_groups
+    );
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await,
+        s.original_profile_arn
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("release-partial")
+    );
+    let a = &s.account;
+    assert_eq!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("release-partial")
+    );
+    assert!(
+        a.tag_of(&s.instance_id, "ec2-quarantine:incident")
+            .await
+            .is_some(),
+        "a partial release keeps the incident"
+    );
+
+    set_max(desired + 1).await.unwrap();
+    let report = release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("the retry finishes the release");
+    let instance = &report.instances[0];
+    assert_eq!(
+        instance.step(Step::AttachAutoScaling).map(|s| s.status),
+        Some(Status::Done)
+    );
+    assert_eq!(
+        instance
+            .step(Step::RestoreNetworkInterfaces)
+            .map(|s| s.status),
+        Some(Status::Unchanged),
+        "what the first attempt restored is not written again"
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("released")
+    );
+}
+
+#[tokio::test]
+async fn recorded_connection_tracking_timeouts_are_put_back() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    // The emulator shows no connection tracking configuration, so nothing was recorded; write
+    // into the record what DescribeInstances shows on AWS for the first interface.
+    let key = AttributeValue::S(s.instance_id.clone());
+    let item = s
+        .account
+        .dynamodb
+        .get_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", key.clone())
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let mut interfaces: Value =
+        serde_json::from_str(item.item().unwrap()["original_interfaces"].as_s().unwrap()).unwrap();
+    assert!(interfaces[0].get("connection_tracking").is_none());
+    interfaces[0]["connection_tracking"] = json!({
+        "tcp_established_timeout": 432000, "udp_stream_timeout": 180, "udp_timeout": 30
+    });
+    s.account
+        .dynamodb
+        .update_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", key)
+        .update_expression("SET original_interfaces = :i")
+        .expression_attribute_values(":i", AttributeValue::S(interfaces.to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let (result, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let report = result.expect("release");
+    let first = interfaces[0]["network_interface_id"].as_str().unwrap();
+    let second = interfaces[1]["network_interface_id"].as_str().unwrap();
+    assert!(
+        log.interface_changes(first)
+            .contains(&InterfaceChange::ConnectionTracking {
+                eni: first.to_owned(),
+                timeouts: (432000, 180, 30)
+            }),
+        "{:?}",
+        log.interface_changes(first)
+    );
+    assert!(
+        !log.interface_changes(second)
+            .iter()
+            .any(|c| matches!(c, InterfaceChange::ConnectionTracking { .. })),
+        "nothing recorded, nothing written"
+    );
+    let detail = &report.instances[0]
+        .step(Step::RestoreNetworkInterfaces)
+        .unwrap()
+        .detail;
+    assert!(detail.contains("conntrack 432000/180/30"), "{detail}");
+    assert!(detail.contains("were not recorded"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_instance_whose_interfaces_cannot_be_restored_gets_no_traffic_or_auto_scaling_back() {
+    let s = Scenario::build(Options::everything()).await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    let isolated = restorable(&s).await;
+    let faults = Faults::default();
+    faults.deny("ModifyNetworkInterfaceAttribute", "UnauthorizedOperation");
+    let sdk = with_faults(&s.account.sdk, &faults);
+
+    let (result, log) = release_with(&s, release_request(&[&s.instance_id]), &sdk).await;
+    let err = result.expect_err("the release is partial");
+    assert!(err.contains("UnauthorizedOperation"), "{err}");
+    for operation in [
+        "AttachInstances",
+        "RegisterTargets",
+        "RegisterInstancesWithLoadBalancer",
+    ] {
+        assert_eq!(log.count(operation), 0, "{operation} in {:?}", log.calls());
+    }
+    let now = restorable(&s).await;
+    assert_eq!(now.interface_groups, isolated.interface_groups);
+    assert_eq!(now.auto_scaling_group, None);
+    assert_eq!(now.targets, isolated.targets);
+    assert_eq!(now.classic, isolated.classic);
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("release-partial")
+    );
+}
+
+#[tokio::test]
+async fn a_released_instance_stays_released_when_another_instance_of_its_role_is_contained() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let (later, kept) = (neighbour(&s).await, neighbour(&s).await);
+    contain(&s, trigger_event(&[&s.instance_id, &kept]), &[])
+        .await
+        .0
+        .expect("both contained");
+    release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("released");
+    // The next containment under the same role writes the role's revocation list into the
+    // policy: the released instance must have left the list, not only the policy.
+    contain(&s, trigger_event(&[&later]), &[])
+        .await
+        .0
+        .expect("a third contained");
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut expected = vec![instance_arn(&kept), instance_arn(&later)];
+    expected.sort();
+    assert_eq!(denied_arns(&role_policy(&s, &role).await), expected);
+}
