@@ -96,6 +96,12 @@ pub struct Config {
     /// Whether interfaces pass through an allow-all interim group on their way to isolation, so
     /// that connections already open are cut rather than left tracked.
     pub cut_tracked_connections: bool,
+    /// `SNAPSHOT_KMS_KEY_ID`: the key unencrypted evidence snapshots are copied with, once they
+    /// complete. `None`: no copies, and the snapshot events are ignored.
+    pub snapshot_kms_key: Option<crate::evidence_copy::key::KmsKeyRef>,
+    /// `DELETE_UNENCRYPTED_SNAPSHOTS`: delete an unencrypted evidence snapshot once its
+    /// encrypted copy is verified. Off by default: evidence is kept unless asked otherwise.
+    pub delete_unencrypted_snapshots: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,6 +132,8 @@ pub const FORENSIC_INGRESS_PORTS: &str = "FORENSIC_INGRESS_PORTS";
 pub const REVOKE_INSTANCE_CREDENTIALS: &str = "REVOKE_INSTANCE_CREDENTIALS";
 pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
 pub const CUT_TRACKED_CONNECTIONS: &str = "CUT_TRACKED_CONNECTIONS";
+pub const SNAPSHOT_KMS_KEY_ID: &str = "SNAPSHOT_KMS_KEY_ID";
+pub const DELETE_UNENCRYPTED_SNAPSHOTS: &str = "DELETE_UNENCRYPTED_SNAPSHOTS";
 
 impl Config {
     /// Reads the process environment.
@@ -138,7 +146,7 @@ impl Config {
         let get = |variable: &'static str, default: &str| -> String {
             lookup(variable).unwrap_or_else(|| default.to_owned())
         };
-        Ok(Self {
+        Self {
             trigger: Trigger {
                 key: tag_key(QUARANTINE_TAG_KEY, get(QUARANTINE_TAG_KEY, "Quarantine"))?,
                 value: tag_value(QUARANTINE_TAG_VALUE, get(QUARANTINE_TAG_VALUE, "true"))?,
@@ -174,8 +182,51 @@ impl Config {
                 CUT_TRACKED_CONNECTIONS,
                 get(CUT_TRACKED_CONNECTIONS, "true"),
             )?,
-        })
+            snapshot_kms_key: snapshot_kms_key(get(SNAPSHOT_KMS_KEY_ID, ""))?,
+            delete_unencrypted_snapshots: boolean(
+                DELETE_UNENCRYPTED_SNAPSHOTS,
+                get(DELETE_UNENCRYPTED_SNAPSHOTS, "false"),
+            )?,
+        }
+        .checked_evidence_deletion()
     }
+
+    /// Deleting a source is allowed only when its copy can be proven to use the configured key,
+    /// which takes the key's ARN or id: EC2 names the key of a snapshot by ARN, never by alias.
+    fn checked_evidence_deletion(self) -> Result<Self, ConfigError> {
+        use crate::evidence_copy::key::KmsKeyRef;
+        if !self.delete_unencrypted_snapshots {
+            return Ok(self);
+        }
+        match &self.snapshot_kms_key {
+            None => Err(invalid(
+                DELETE_UNENCRYPTED_SNAPSHOTS,
+                "true",
+                "needs SNAPSHOT_KMS_KEY_ID: without encrypted copies there is nothing to replace \
+                 the unencrypted snapshots with",
+            )),
+            Some(KmsKeyRef::Alias(alias)) => Err(invalid(
+                DELETE_UNENCRYPTED_SNAPSHOTS,
+                "true",
+                format!(
+                    "needs SNAPSHOT_KMS_KEY_ID as a key ARN or key id, not the alias {alias}: \
+                     a copy's key is described by ARN, so an alias cannot prove the copy uses it"
+                ),
+            )),
+            Some(_) => Ok(self),
+        }
+    }
+}
+
+fn snapshot_kms_key(
+    value: String,
+) -> Result<Option<crate::evidence_copy::key::KmsKeyRef>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    crate::evidence_copy::key::KmsKeyRef::parse(&value)
+        .map(Some)
+        .map_err(|reason| invalid(SNAPSHOT_KMS_KEY_ID, &value, reason))
 }
 
 fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -596,6 +647,13 @@ mod tests {
             (CUT_TRACKED_CONNECTIONS, "yes"),
             (CUT_TRACKED_CONNECTIONS, "False"),
             (CUT_TRACKED_CONNECTIONS, ""),
+            (SNAPSHOT_KMS_KEY_ID, "evidence-key"),
+            (
+                SNAPSHOT_KMS_KEY_ID,
+                "arn:aws:kms:us-east-1:123456789012:key/x",
+            ),
+            (DELETE_UNENCRYPTED_SNAPSHOTS, "yes"),
+            (DELETE_UNENCRYPTED_SNAPSHOTS, "true"),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -665,5 +723,53 @@ mod tests {
         assert_eq!(mode("true"), CredentialRevocation::Instance);
         assert_eq!(mode("false"), CredentialRevocation::Off);
         assert_eq!(mode("role-wide"), CredentialRevocation::RoleWide);
+    }
+
+    #[test]
+    fn encrypted_copies_are_off_and_deletion_is_off_by_default() {
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+        ])
+        .unwrap();
+        assert_eq!(config.snapshot_kms_key, None);
+        assert!(!config.delete_unencrypted_snapshots);
+    }
+
+    #[test]
+    fn deleting_unencrypted_snapshots_needs_a_key_named_by_arn_or_id() {
+        use crate::evidence_copy::key::KmsKeyRef;
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let with = |key: &str| {
+            config(&[
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+                (SNAPSHOT_KMS_KEY_ID, key),
+                (DELETE_UNENCRYPTED_SNAPSHOTS, "true"),
+            ])
+        };
+        let deleting = with(arn).unwrap();
+        assert_eq!(
+            deleting.snapshot_kms_key,
+            Some(KmsKeyRef::KeyArn(arn.into()))
+        );
+        assert!(deleting.delete_unencrypted_snapshots);
+        let err = with("alias/evidence").unwrap_err();
+        assert!(
+            err.to_string().starts_with(DELETE_UNENCRYPTED_SNAPSHOTS)
+                && err.to_string().contains("alias/evidence"),
+            "{err}"
+        );
+        // Copies with an alias are fine as long as nothing is deleted.
+        let copies_only = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+            (SNAPSHOT_KMS_KEY_ID, "alias/evidence"),
+        ])
+        .unwrap();
+        assert_eq!(
+            copies_only.snapshot_kms_key,
+            Some(KmsKeyRef::Alias("alias/evidence".into()))
+        );
     }
 }

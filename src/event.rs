@@ -18,7 +18,11 @@ const GUARDDUTY_DETAIL_TYPE: &str = "GuardDuty Finding";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Contain(ContainRequest),
-    Ignore { reason: String },
+    Ignore {
+        reason: String,
+    },
+    /// An EBS snapshot or copy completed: encrypt or retire evidence ([`crate::evidence_copy`]).
+    Snapshots(crate::evidence_copy::event::SnapshotEvent),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +62,8 @@ pub enum EventError {
          containment is not supported; deploy the function in account {finding}"
     )]
     OtherAccount { finding: String, event: String },
+    #[error("the EBS snapshot event is malformed: {0}")]
+    MalformedSnapshotEvent(String),
     #[error("the direct invocation is malformed: {0}")]
     MalformedDirect(String),
     #[error("the event names no instance (resources is {0})")]
@@ -156,6 +162,9 @@ fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
         serde_json::from_value(value).map_err(|e| EventError::MalformedEnvelope(e.to_string()))?;
     if event.source == GUARDDUTY_SOURCE && event.detail_type == GUARDDUTY_DETAIL_TYPE {
         return guardduty(event, trigger);
+    }
+    if crate::evidence_copy::event::is_snapshot_event(&event.source, &event.detail_type) {
+        return crate::evidence_copy::event::parse(event);
     }
     if event.source != TAG_SOURCE || event.detail_type != TAG_DETAIL_TYPE {
         return Ok(ignore(format!(

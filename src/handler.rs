@@ -25,6 +25,10 @@ pub enum HandlerError {
     /// The message is the report as JSON, so the failure destination receives all of it.
     #[error("{}", .0.to_json())]
     ContainmentIncomplete(Box<Report>),
+    /// An evidence snapshot or its encrypted copy failed, or a step on it did: the message is
+    /// the report as JSON.
+    #[error("{}", .0.to_json())]
+    EvidenceAtRisk(Box<Report>),
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -32,6 +36,7 @@ impl From<HandlerError> for Diagnostic {
         let error_type = match &error {
             HandlerError::InvalidEvent(_) => "InvalidEvent",
             HandlerError::ContainmentIncomplete(_) => "ContainmentIncomplete",
+            HandlerError::EvidenceAtRisk(_) => "EvidenceAtRisk",
         };
         Diagnostic {
             error_type: error_type.to_owned(),
@@ -76,6 +81,18 @@ pub async fn handle(
     }
     let report = match request {
         Request::Ignore { reason } => Report::ignored(reason),
+        Request::Snapshots(event) => {
+            let report = crate::evidence_copy::handle(&deps.clients, &deps.config, &event)
+                .await
+                .inspect_err(
+                    |e| tracing::error!(error = %e, "invalid event; nothing was changed"),
+                )?;
+            println!("{}", report.to_json());
+            if report.has_failures() {
+                return Err(HandlerError::EvidenceAtRisk(Box::new(report)));
+            }
+            return Ok(report);
+        }
         Request::Contain(request) => {
             contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
         }

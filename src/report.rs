@@ -16,6 +16,8 @@ pub enum Outcome {
     Partial,
     /// The event did not ask for containment; nothing was called.
     Ignored,
+    /// An EBS snapshot event about evidence was handled (see `evidence`).
+    Evidence,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -24,6 +26,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub instances: Vec<InstanceReport>,
+    /// What an EBS snapshot event did to evidence snapshots ([`crate::evidence_copy`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::evidence_copy::EvidenceReport>,
 }
 
 impl Report {
@@ -32,6 +37,31 @@ impl Report {
             outcome: Outcome::Ignored,
             reason: Some(reason),
             instances: Vec::new(),
+            evidence: Vec::new(),
+        }
+    }
+
+    /// `ignored` when none of the snapshots is evidence, `partial` when anything failed.
+    pub fn from_evidence(
+        reason: String,
+        evidence: Vec<crate::evidence_copy::EvidenceReport>,
+    ) -> Self {
+        use crate::evidence_copy::EvidenceAction;
+        let outcome = if evidence.iter().any(|e| e.action == EvidenceAction::Failed) {
+            Outcome::Partial
+        } else if evidence
+            .iter()
+            .all(|e| e.action == EvidenceAction::NotEvidence)
+        {
+            Outcome::Ignored
+        } else {
+            Outcome::Evidence
+        };
+        Self {
+            outcome,
+            reason: Some(reason),
+            instances: Vec::new(),
+            evidence,
         }
     }
 
@@ -47,6 +77,7 @@ impl Report {
             },
             reason: Some(reason),
             instances,
+            evidence: Vec::new(),
         }
     }
 
@@ -56,6 +87,10 @@ impl Report {
         self.instances
             .iter()
             .any(|i| i.outcome != InstanceOutcome::Contained)
+            || self
+                .evidence
+                .iter()
+                .any(|e| e.action == crate::evidence_copy::EvidenceAction::Failed)
     }
 
     pub fn to_json(&self) -> String {
