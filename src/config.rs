@@ -101,7 +101,7 @@ pub struct Config {
     pub snapshot_kms_key: Option<crate::evidence_copy::key::KmsKeyRef>,
     /// `DELETE_UNENCRYPTED_SNAPSHOTS`: delete an unencrypted evidence snapshot once its
     /// encrypted copy is verified. Off by default: evidence is kept unless asked otherwise.
-    pub delete_unencrypted_snapshots: bool,
+    pub unencrypted_snapshot_deletion: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -183,7 +183,7 @@ impl Config {
                 get(CUT_TRACKED_CONNECTIONS, "true"),
             )?,
             snapshot_kms_key: snapshot_kms_key(get(SNAPSHOT_KMS_KEY_ID, ""))?,
-            delete_unencrypted_snapshots: boolean(
+            unencrypted_snapshot_deletion: boolean(
                 DELETE_UNENCRYPTED_SNAPSHOTS,
                 get(DELETE_UNENCRYPTED_SNAPSHOTS, "false"),
             )?,
@@ -195,7 +195,7 @@ impl Config {
     /// which takes the key's ARN or id: EC2 names the key of a snapshot by ARN, never by alias.
     fn checked_evidence_deletion(self) -> Result<Self, ConfigError> {
         use crate::evidence_copy::key::KmsKeyRef;
-        if !self.delete_unencrypted_snapshots {
+        if !self.unencrypted_snapshot_deletion {
             return Ok(self);
         }
         match &self.snapshot_kms_key {
@@ -733,7 +733,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.snapshot_kms_key, None);
-        assert!(!config.delete_unencrypted_snapshots);
+        assert!(!config.unencrypted_snapshot_deletion);
     }
 
     #[test]
@@ -753,7 +753,7 @@ mod tests {
             deleting.snapshot_kms_key,
             Some(KmsKeyRef::KeyArn(arn.into()))
         );
-        assert!(deleting.delete_unencrypted_snapshots);
+        assert!(deleting.unencrypted_snapshot_deletion);
         let err = with("alias/evidence").unwrap_err();
         assert!(
             err.to_string().starts_with(DELETE_UNENCRYPTED_SNAPSHOTS)

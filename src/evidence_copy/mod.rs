@@ -374,7 +374,7 @@ async fn copied(
             ))]
         }
     };
-    let report = if config.delete_unencrypted_snapshots {
+    let report = if config.unencrypted_snapshot_deletion {
         match retire::delete_source(clients, &verified).await {
             Ok(()) => item(
                 source_id,

@@ -10,6 +10,8 @@ mod bad_input;
 mod containment;
 /// The deny on the original role for the credentials already issued, read back as documents.
 mod credentials;
+/// Evidence snapshots copied encrypted on their completion events, and the opt-in deletion.
+mod encrypted_evidence;
 /// Faults the emulator cannot produce, injected under the SDK: throttling, denial, hangs.
 mod faults;
 /// GuardDuty findings as a trigger: an instance finding contains it, a low one calls nothing.
