@@ -326,8 +326,16 @@ async fn copied(
         Err(e) => return vec![failed(source_id, e)],
     };
     let (copy, source) = (facts.get(copy_id), facts.get(source_id));
-    let ours = copy.is_some_and(|c| c.copy_of().is_some())
-        || source.is_some_and(|s| s.is_evidence() && s.copy_of().is_none());
+    // A copy someone else made of evidence (tagged by them, not as ours) is theirs to watch;
+    // a copy that cannot be read is judged by its source.
+    let ours = match copy {
+        Some(c) if !event.succeeded => c.copy_of().is_some(),
+        Some(c) => {
+            c.copy_of().is_some()
+                || source.is_some_and(|s| s.is_evidence() && s.copy_of().is_none())
+        }
+        None => source.is_some_and(|s| s.is_evidence() && s.copy_of().is_none()),
+    };
     if !ours {
         return vec![not_evidence(source_id)];
     }

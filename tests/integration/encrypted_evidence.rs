@@ -576,4 +576,15 @@ async fn a_failed_snapshot_set_or_copy_of_evidence_fails_the_invocation_and_keep
     for source in &snapshots {
         assert!(describe(&scenario.account, source).await.is_some());
     }
+
+    // A copy of the evidence that someone else made, and that failed, is theirs to watch.
+    let theirs = copy_by_hand(&scenario.account, &snapshots[0], Some(&key), &[]).await;
+    let report = handle(
+        copied_event(&theirs, &snapshots[0], "failed"),
+        "theirs",
+        &deps,
+    )
+    .await
+    .expect("not this function's copy");
+    assert_eq!(report.outcome, Outcome::Ignored, "{}", report.to_json());
 }
