@@ -6,14 +6,14 @@
 //! Completion is learned from EBS's own events, through two rules in the template, never by
 //! waiting inside a containment (a snapshot takes minutes to hours; the cuts take seconds):
 //!
-//! 1. "EBS Multi-Volume Snapshots Completion Status" (`createSnapshots`, [`set_completion`]):
+//! 1. "EBS Multi-Volume Snapshots Completion Status" (`createSnapshots`, `set_completion`):
 //!    read the snapshots named; for each one that is this function's evidence (tagged with an
 //!    instance and an incident), unencrypted and completed, look for a copy already made
 //!    (tagged `ec2-quarantine:encrypted-copy-of`), and start one only if there is none, so a
 //!    redelivered event makes no second copy. Snapshots of anyone else are left alone.
-//! 2. "EBS Snapshot Notification" (`copySnapshot`, [`copy_completion`]): read the copy and its
+//! 2. "EBS Snapshot Notification" (`copySnapshot`, `copy_completion`): read the copy and its
 //!    source; verify the copy ([`plan::verify_copy`]); note it in the incident record; then
-//!    delete the source if, and only if, the setting says so ([`retire`]). Anything short of a
+//!    delete the source if, and only if, the setting says so (`retire`). Anything short of a
 //!    verified copy keeps the source.
 //!
 //! A `failed` result for evidence means the evidence (or its encrypted copy) is at risk: the
