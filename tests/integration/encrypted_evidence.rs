@@ -552,6 +552,9 @@ async fn a_failed_snapshot_set_or_copy_of_evidence_fails_the_invocation_and_keep
     let Err(HandlerError::EvidenceAtRisk(report)) = failed_set else {
         panic!("a failed set of evidence must fail the invocation: {failed_set:?}")
     };
+    let diagnostic = lambda_runtime::Diagnostic::from(HandlerError::EvidenceAtRisk(report.clone()));
+    assert_eq!(diagnostic.error_type, "EvidenceAtRisk");
+    assert!(diagnostic.error_message.contains("in status error"));
     assert_eq!(report.outcome, Outcome::Partial);
     for source in &snapshots {
         let entry = evidence_of(&report, source);
