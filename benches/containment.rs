@@ -90,28 +90,33 @@ fn mark(timeline: &[Call], depth: &[usize], t0: Instant, operations: &[&str]) ->
         .unwrap_or_default()
 }
 
-async fn one_containment(group_exists: bool) -> Figures {
+async fn one_containment(group_exists: bool, cut_tracked: bool) -> Figures {
     let s = Scenario::build(Options::everything()).await;
     if group_exists {
         // Another instance was contained in this VPC before: its isolation and interim groups
         // are there.
         let clients = Clients::new(&s.account.sdk);
         let groups = IsolationGroups::new(&s.isolation_group_name, &Default::default())
-            .cutting_tracked_connections(true);
+            .cutting_tracked_connections(cut_tracked);
         groups
             .ensure(&clients, &s.vpc_id)
             .await
             .expect("isolation group");
-        groups
-            .ensure_interim(&clients, &s.vpc_id)
-            .await
-            .expect("cutting tracked connections")
-            .expect("interim group");
+        if cut_tracked {
+            groups
+                .ensure_interim(&clients, &s.vpc_id)
+                .await
+                .expect("cutting tracked connections")
+                .expect("interim group");
+        }
     }
     let faults = Faults::with_latency(LATENCY);
     let deps = Deps {
         clients: Clients::new(&with_faults(&s.account.sdk, &faults)),
-        config: s.config(&[]),
+        config: s.config(&[(
+            "CUT_TRACKED_CONNECTIONS",
+            if cut_tracked { "true" } else { "false" },
+        )]),
     };
     let t0 = Instant::now();
     let report = handle(trigger(&[&s.instance_id]), &support::unique("bench"), &deps)
@@ -208,13 +213,19 @@ async fn fleet() -> (Duration, usize, usize) {
 async fn main() {
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
-    for (label, group_exists) in [
-        ("groups exist", true),
-        ("first containment in the VPC", false),
+    for (label, group_exists, cut_tracked) in [
+        ("groups exist, interim step on", true, true),
+        ("first containment in the VPC, interim step on", false, true),
+        ("group exists, interim step off", true, false),
+        (
+            "first containment in the VPC, interim step off",
+            false,
+            false,
+        ),
     ] {
         let mut runs = Vec::new();
         for _ in 0..RUNS {
-            runs.push(one_containment(group_exists).await);
+            runs.push(one_containment(group_exists, cut_tracked).await);
         }
         // Median time; round trips are the same in every run (the code's shape, not the timing).
         let pick = |f: fn(&Figures) -> Mark| {
@@ -235,7 +246,7 @@ async fn main() {
             network.0, network.1, profile.0, profile.1, denied.0, denied.1, done.0, done.1,
         ));
         json_rows.push(json!({
-            "scenario": label, "network_cut_ms": network.0, "network_cut_rt": network.1,
+            "scenario": label, "cut_tracked_connections": cut_tracked, "network_cut_ms": network.0, "network_cut_rt": network.1,
             "profile_replaced_ms": profile.0, "profile_replaced_rt": profile.1,
             "credentials_denied_ms": denied.0, "credentials_denied_rt": denied.1,
             "done_ms": done.0, "done_rt": done.1, "calls": calls,
@@ -245,8 +256,8 @@ async fn main() {
     let (fleet_time, fleet_calls, fleet_groups) = fleet().await;
 
     let table = format!(
-        "Median of {RUNS} runs, {} ms injected per AWS call, connection-tracking step on \
-         (`CUT_TRACKED_CONNECTIONS=true`, the default).\n\n\
+        "Median of {RUNS} runs, {} ms injected per AWS call; \"interim step\" is \
+         `CUT_TRACKED_CONNECTIONS` (on by default).\n\n\
          | scenario | network cut | profile replaced | credentials denied | contained and verified | calls |\n\
          |---|---|---|---|---|---|\n{}\n\n\
          | figure | value |\n|---|---|\n\

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::aws::{aws_err, AwsError};
 use crate::report::{InterfaceGroups, OriginalState, SnapshotRecord, TargetRegistration};
 
-const KEY: &str = "instance_id";
+/// The table's key: an instance id, or `role#<ARN>` for a role's revocation list
+/// ([`crate::revocations`]).
+pub(crate) const KEY: &str = "instance_id";
 const INCIDENT: &str = "incident";
 const STATUS: &str = "status";
 const CLAIMED_BY: &str = "claimed_by";
@@ -91,6 +93,7 @@ impl Record {
     }
 }
 
+#[derive(Clone)]
 pub enum Claim {
     /// This invocation is the first: its incident and original state are the record's.
     New(Record),

@@ -12,3 +12,4 @@ pub mod evidence_copy;
 pub mod handler;
 pub mod incident;
 pub mod report;
+pub mod revocations;

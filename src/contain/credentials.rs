@@ -20,16 +20,18 @@
 //! duplicates); statements someone else put in the policy are kept as they are.
 //!
 //! IAM has no conditional write, so two invocations that add instances to the same role at the
-//! same moment could each write a document without the other's ARN. Writers in this process take
-//! turns per role. Across invocations, every write is read back after a pause and merged again
-//! when the ARN was lost, which narrows that window but cannot close it.
+//! same moment could each write a document without the other's ARN. The role's list of denied
+//! instances is therefore kept in the incident table ([`crate::revocations`]), which changes
+//! atomically and versions every change: each writer writes the whole list, and writes again
+//! when the version shows that another writer changed it meanwhile. Writers of one invocation
+//! take turns per role. If the table does not answer, the deny is written from IAM's document
+//! alone and read back after a pause, which narrows the race but cannot close it.
 //!
 //! A role's inline policies may hold 10,240 characters in all (whitespace excluded), about 140
 //! instances in the statement. A write that would go over fails the step and points to role-wide
 //! mode, which then writes the issue-time statement without the instance's ARN.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
@@ -40,6 +42,7 @@ use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::{CredentialRevocation, InstanceProfileRef, REVOKE_INSTANCE_CREDENTIALS};
 use crate::report::{Step, StepReport};
+use crate::revocations::{Entry, RevocationLedger};
 
 pub const POLICY_NAME: &str = "ec2-quarantine-revoke-instance-credentials";
 pub const INSTANCE_SID: &str = "Ec2QuarantineRevokeInstanceCredentials";
@@ -87,6 +90,7 @@ impl OriginalProfile {
 
 pub async fn revoke_credentials(
     clients: &Clients,
+    ledger: Option<&RevocationLedger>,
     mode: CredentialRevocation,
     instance_id: &str,
     original: OriginalProfile,
@@ -107,7 +111,7 @@ pub async fn revoke_credentials(
             "the original profile was replaced by an earlier run, which revoked its credentials",
         )),
         (mode, OriginalProfile::Arn(profile_arn)) => {
-            revoke(clients, mode, instance_id, &profile_arn).await
+            revoke(clients, ledger, mode, instance_id, &profile_arn).await
         }
     };
     step_report(Step::RevokeCredentials, started, result)
@@ -115,6 +119,7 @@ pub async fn revoke_credentials(
 
 async fn revoke(
     clients: &Clients,
+    ledger: Option<&RevocationLedger>,
     mode: CredentialRevocation,
     instance_id: &str,
     profile_arn: &str,
@@ -161,11 +166,14 @@ async fn revoke(
         )));
     }
     let now = issue_time_bound(SystemTime::now());
-    let results = join_all(
-        roles
-            .iter()
-            .map(|(name, arn)| revoke_on_role(clients, name, arn, &instance_arn, mode, &now)),
-    )
+    let results = join_all(roles.iter().map(|(role, role_arn)| {
+        let target = Target {
+            role,
+            role_arn,
+            instance_arn: &instance_arn,
+        };
+        revoke_on_role(clients, ledger, target, mode, &now)
+    }))
     .await;
     Ok(StepResult::merge(
         results.into_iter().collect::<Result<_, _>>()?,
@@ -202,71 +210,215 @@ pub fn issue_time_bound(now: SystemTime) -> String {
 
 async fn revoke_on_role(
     clients: &Clients,
-    role: &str,
-    role_arn: &str,
-    instance_arn: &str,
+    ledger: Option<&RevocationLedger>,
+    target: Target<'_>,
     mode: CredentialRevocation,
     now: &str,
 ) -> Result<StepResult, AwsError> {
-    let turn = role_turn(role_arn);
-    let _turn = turn.lock().await;
+    let turn = ledger.map(|l| l.turn(target.role_arn));
+    let _turn = match &turn {
+        Some(turn) => Some(turn.lock().await),
+        None => None,
+    };
+    // One round trip: the role's list, our policy as IAM has it, and the room the role's other
+    // policies take (it matters only when there is something to write, but a first containment
+    // always writes).
+    let (listed, found, others) = tokio::join!(
+        async {
+            match ledger {
+                Some(ledger) => Some(ledger.add(target.role_arn, target.instance_arn).await),
+                None => None,
+            }
+        },
+        read_policy(clients, target.role),
+        other_policies_chars(clients, target.role),
+    );
+    let found = found?;
+    match (ledger, listed) {
+        (Some(ledger), Some(Ok(entry))) => {
+            write_listed(clients, ledger, target, mode, now, entry, found, others).await
+        }
+        // Without the list the deny still goes on, written from IAM's document alone.
+        (_, listed) => {
+            let result = write_and_settle(clients, target, mode, now, found, others).await;
+            match listed {
+                Some(Err(e)) => result.map(|mut r| {
+                    r.detail = format!(
+                        "{} (the revocation list did not answer, so a concurrent writer is \
+                         caught only by a read-back after {} ms: {e})",
+                        r.detail,
+                        SETTLE.as_millis()
+                    );
+                    r
+                }),
+                _ => result,
+            }
+        }
+    }
+}
+
+/// The role and instance one revocation is about.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    role: &'a str,
+    role_arn: &'a str,
+    instance_arn: &'a str,
+}
+
+/// The policy `existing` should become, within IAM's size quota: this instance's ARN and every
+/// ARN of the role's list (`listed`) in the statement.
+fn fit(
+    existing: &RevocationPolicy,
+    listed: &BTreeSet<String>,
+    others: &Result<usize, AwsError>,
+    target: Target<'_>,
+    mode: CredentialRevocation,
+    now: &str,
+) -> Result<(RevocationPolicy, Write), AwsError> {
+    let mut wanted = existing.wanted(target.instance_arn, mode, now);
+    wanted.instance_arns.extend(listed.iter().cloned());
+    if wanted == *existing {
+        return Ok((wanted, Write::Instance));
+    }
+    let others = others.clone()?;
+    if others + wanted.chars() <= ROLE_POLICY_CHARS {
+        return Ok((wanted, Write::Instance));
+    }
+    // The issue-time statement covers every credential the instance holds, so in role-wide mode
+    // its ARN may stay out when there is no room for it. (A re-run then cannot tell it has been
+    // here, and moves the bound forward again.)
+    if mode == CredentialRevocation::RoleWide {
+        let older = RevocationPolicy {
+            older_than: Some(now.to_owned()),
+            ..existing.clone()
+        };
+        let total = others + older.chars();
+        if total <= ROLE_POLICY_CHARS {
+            return Ok((older, Write::OlderSessionsOnly));
+        }
+        return Err(too_big(target.role, mode, total, older.instance_arns.len()));
+    }
+    Err(too_big(
+        target.role,
+        mode,
+        others + wanted.chars(),
+        wanted.instance_arns.len(),
+    ))
+}
+
+fn parse(found: &Option<Value>, role: &str) -> Result<RevocationPolicy, AwsError> {
+    match found {
+        Some(document) => RevocationPolicy::from_document(document).map_err(|e| {
+            AwsError::local(
+                "GetRolePolicy",
+                format!(
+                    "{POLICY_NAME} on role {role} is not a policy document, so it is not \
+                     overwritten: {e}"
+                ),
+            )
+        }),
+        None => Ok(RevocationPolicy::default()),
+    }
+}
+
+fn outcome(target: Target<'_>, wanted: &RevocationPolicy, last_write: Option<Write>) -> StepResult {
+    match last_write {
+        None => StepResult::unchanged(detail_of(target.role, target.instance_arn, wanted, None)),
+        Some(write) => StepResult::done(detail_of(
+            target.role,
+            target.instance_arn,
+            wanted,
+            Some(write),
+        )),
+    }
+}
+
+/// Writes the role's list into the policy, and again whenever the list's version shows that
+/// another writer changed it meanwhile ([`crate::revocations`]). No pause: the list, not IAM's
+/// eventually consistent document, says what the policy must hold.
+#[allow(clippy::too_many_arguments)]
+async fn write_listed(
+    clients: &Clients,
+    ledger: &RevocationLedger,
+    target: Target<'_>,
+    mode: CredentialRevocation,
+    now: &str,
+    mut entry: Entry,
+    mut found: Option<Value>,
+    others: Result<usize, AwsError>,
+) -> Result<StepResult, AwsError> {
+    let mut last_write = None;
+    for _ in 0..MAX_WRITES {
+        let existing = parse(&found, target.role)?;
+        let (wanted, write) = fit(&existing, &entry.instance_arns, &others, target, mode, now)?;
+        let document = wanted.document();
+        if found.as_ref() == Some(&document) {
+            return Ok(outcome(target, &wanted, last_write));
+        }
+        put_policy(clients, target.role, &wanted).await?;
+        last_write = Some(write);
+        let current = ledger
+            .current(target.role_arn)
+            .await
+            .map_err(|e| AwsError {
+                message: format!(
+                    "the deny on role {} is written, but the revocation list could not be read \
+                 back to rule out a concurrent writer: {}",
+                    target.role, e.message
+                ),
+                ..e
+            })?;
+        if current.version == entry.version {
+            return Ok(outcome(target, &wanted, last_write));
+        }
+        entry = current;
+        found = Some(document);
+    }
+    Err(AwsError::local(
+        "GetItem",
+        format!(
+            "the revocation list of role {} kept changing over {MAX_WRITES} writes of \
+             {POLICY_NAME}; the last write may lack another instance's ARN",
+            target.role
+        ),
+    ))
+}
+
+/// Without the list: writes, waits for IAM's eventual consistency to show a concurrent writer's
+/// document, reads back and merges again when this instance's ARN was lost. This narrows the
+/// race between writers but cannot close it.
+async fn write_and_settle(
+    clients: &Clients,
+    target: Target<'_>,
+    mode: CredentialRevocation,
+    now: &str,
+    mut found: Option<Value>,
+    others: Result<usize, AwsError>,
+) -> Result<StepResult, AwsError> {
     let mut last_write = None;
     // Each round's read is also the read-back of the previous round's write.
     for round in 0..=MAX_WRITES {
-        let found = read_policy(clients, role).await?;
-        let existing = match &found {
-            Some(document) => RevocationPolicy::from_document(document).map_err(|e| {
-                AwsError::local(
-                    "GetRolePolicy",
-                    format!(
-                        "{POLICY_NAME} on role {role} is not a policy document, so it is not \
-                         overwritten: {e}"
-                    ),
-                )
-            })?,
-            None => RevocationPolicy::default(),
-        };
-        let mut wanted = existing.wanted(instance_arn, mode, now);
-        let mut write = Write::Instance;
-        if found.as_ref() != Some(&wanted.document()) {
-            let others = other_policies_chars(clients, role).await?;
-            if others + wanted.chars() > ROLE_POLICY_CHARS {
-                // The issue-time statement covers every credential the instance holds, so in
-                // role-wide mode its ARN may stay out when there is no room for it. (A re-run
-                // then cannot tell it has been here, and moves the bound forward again.)
-                if mode == CredentialRevocation::RoleWide {
-                    wanted = RevocationPolicy {
-                        older_than: Some(now.to_owned()),
-                        ..existing.clone()
-                    };
-                    write = Write::OlderSessionsOnly;
-                }
-                let total = others + wanted.chars();
-                if total > ROLE_POLICY_CHARS {
-                    return Err(too_big(role, mode, total, wanted.instance_arns.len()));
-                }
-            }
+        if round > 0 {
+            found = read_policy(clients, target.role).await?;
         }
+        let existing = parse(&found, target.role)?;
+        let (wanted, write) = fit(&existing, &BTreeSet::new(), &others, target, mode, now)?;
         if found.as_ref() == Some(&wanted.document()) {
-            return Ok(match last_write {
-                None => StepResult::unchanged(detail_of(role, instance_arn, &wanted, None)),
-                Some(write) => {
-                    StepResult::done(detail_of(role, instance_arn, &wanted, Some(write)))
-                }
-            });
+            return Ok(outcome(target, &wanted, last_write));
         }
         if round == MAX_WRITES {
             break;
         }
-        put_policy(clients, role, &wanted).await?;
+        put_policy(clients, target.role, &wanted).await?;
         last_write = Some(write);
         tokio::time::sleep(SETTLE).await;
     }
     Err(AwsError::local(
         "GetRolePolicy",
         format!(
-            "the revocation of {instance_arn} is still missing from {POLICY_NAME} on role \
-             {role} after {MAX_WRITES} writes: another writer keeps replacing the policy"
+            "the revocation of {} is still missing from {POLICY_NAME} on role {} after \
+             {MAX_WRITES} writes: another writer keeps replacing the policy",
+            target.instance_arn, target.role
         ),
     ))
 }
@@ -332,18 +484,6 @@ fn too_big(role: &str, mode: CredentialRevocation, total: usize, instances: usiz
     )
 }
 
-/// Writers in this process take turns per role, so that the instances of one event that share a
-/// role never race each other for its policy. A Lambda environment runs one invocation at a
-/// time, so this is the invocation's own order.
-fn role_turn(role_arn: &str) -> Arc<tokio::sync::Mutex<()>> {
-    type Turns = HashMap<String, Arc<tokio::sync::Mutex<()>>>;
-    static TURNS: LazyLock<Mutex<Turns>> = LazyLock::new(Mutex::default);
-    let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
-    // An entry nobody else holds is idle: dropping it keeps the map to the roles in use.
-    turns.retain(|_, turn| Arc::strong_count(turn) > 1);
-    turns.entry(role_arn.to_owned()).or_default().clone()
-}
-
 /// Our policy on the role, parsed; `None` when the role has none.
 async fn read_policy(clients: &Clients, role: &str) -> Result<Option<Value>, AwsError> {
     match get_policy(clients, role, POLICY_NAME).await? {
@@ -383,7 +523,7 @@ async fn get_policy(clients: &Clients, role: &str, name: &str) -> Result<Option<
 
 /// What the role's other inline policies already use of [`ROLE_POLICY_CHARS`]. They are read
 /// rather than estimated: they may be anything from nothing to nearly all of it, and only their
-/// real size tells whether the write fits. It costs a read per policy, only when about to write.
+/// real size tells whether the write fits. It costs a listing and a read per policy.
 async fn other_policies_chars(clients: &Clients, role: &str) -> Result<usize, AwsError> {
     let names: Vec<String> = clients
         .iam

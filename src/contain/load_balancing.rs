@@ -17,9 +17,11 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    TargetDescription, TargetHealthStateEnum, TargetTypeEnum,
+    TargetDescription, TargetGroup, TargetHealthStateEnum, TargetTypeEnum,
 };
+use futures::future::join_all;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
 
 use super::instance::InstanceFacts;
 use super::{step_report, unrecorded, Recorder, StepResult};
@@ -29,6 +31,34 @@ use crate::report::{Step, StepReport, TargetRegistration};
 
 /// Target groups read at the same time; enough to hide latency without tripping throttling.
 const TARGET_HEALTH_CONCURRENCY: usize = 8;
+
+/// Every target group of the region, listed once per invocation however many instances it
+/// contains, and from the start of the invocation, so that the listing (many pages in a large
+/// account) runs while the instances are being read and claimed.
+#[derive(Default)]
+pub struct TargetGroupList {
+    all: OnceCell<Result<Vec<TargetGroup>, AwsError>>,
+}
+
+impl TargetGroupList {
+    /// Safe to call from every task: the first call lists, the others wait for its answer.
+    pub async fn get(&self, clients: &Clients) -> Result<Vec<TargetGroup>, AwsError> {
+        self.all
+            .get_or_init(|| async {
+                clients
+                    .elbv2
+                    .describe_target_groups()
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .collect::<Result<Vec<_>, _>>()
+                    .await
+                    .map_err(aws_err("DescribeTargetGroups"))
+            })
+            .await
+            .clone()
+    }
+}
 
 pub struct TargetGroupCut {
     pub report: StepReport,
@@ -84,12 +114,13 @@ async fn registrations(
 
 pub async fn deregister_target_groups(
     clients: &Clients,
+    list: &TargetGroupList,
     facts: &InstanceFacts,
     recorder: Option<Recorder<'_>>,
 ) -> TargetGroupCut {
     let started = Instant::now();
     let mut original = Vec::new();
-    let result = deregister_all_targets(clients, facts, recorder, &mut original).await;
+    let result = deregister_all_targets(clients, list, facts, recorder, &mut original).await;
     TargetGroupCut {
         report: step_report(Step::DeregisterTargetGroups, started, result),
         original,
@@ -98,19 +129,12 @@ pub async fn deregister_target_groups(
 
 async fn deregister_all_targets(
     clients: &Clients,
+    list: &TargetGroupList,
     facts: &InstanceFacts,
     recorder: Option<Recorder<'_>>,
     original: &mut Vec<TargetRegistration>,
 ) -> Result<StepResult, AwsError> {
-    let groups: Vec<_> = clients
-        .elbv2
-        .describe_target_groups()
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws_err("DescribeTargetGroups"))?;
+    let groups = list.get(clients).await?;
     let candidates: Vec<(String, BTreeSet<String>)> = groups
         .iter()
         .filter_map(|g| {
@@ -159,8 +183,14 @@ async fn deregister_all_targets(
         .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
-    for (arn, own, _) in &registered {
-        let left = registrations(clients, arn, own).await?;
+    let read_back = join_all(
+        registered
+            .iter()
+            .map(|(arn, own, _)| async move { (arn, registrations(clients, arn, own).await) }),
+    )
+    .await;
+    for (arn, left) in read_back {
+        let left = left?;
         if !left.is_empty() {
             return Err(AwsError::local(
                 "DescribeTargetHealth",

@@ -35,6 +35,7 @@ pub mod tags;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
@@ -46,6 +47,7 @@ use crate::report::{
     InstanceOutcome, InstanceReport, InterfaceGroups, OriginalState, Report, Status, Step,
     StepReport,
 };
+use crate::revocations::RevocationLedger;
 use identity::Association;
 use instance::{DescribeError, InstanceFacts};
 use network::IsolationGroups;
@@ -54,11 +56,17 @@ use network::IsolationGroups;
 /// so that a crashed holder's lease lapses before Lambda's next retry.
 const SNAPSHOT_LEASE_SECS: u64 = 15 * 60;
 
-/// Where a step records a piece of original state right before it changes it.
+/// The claim of one instance, awaited by every step that needs it and made once.
+type ClaimOnce = Shared<BoxFuture<'static, Result<Claim, AwsError>>>;
+
+/// Where a step records a piece of original state right before it changes it. Steps start their
+/// reads before the claim has landed; the first piece they record waits for it, since the claim
+/// creates the record the pieces go into.
 #[derive(Clone, Copy)]
 pub struct Recorder<'a> {
     store: &'a IncidentStore,
     instance_id: &'a str,
+    claim: &'a ClaimOnce,
 }
 
 impl Recorder<'_> {
@@ -67,6 +75,11 @@ impl Recorder<'_> {
         field: &'static str,
         value: &T,
     ) -> Result<(), AwsError> {
+        // Without a claim there is no record to add to: the claim's failure is reported on its
+        // own, and the change goes ahead (containment before bookkeeping).
+        if self.claim.clone().await.is_err() {
+            return Ok(());
+        }
         self.store.remember(self.instance_id, field, value).await
     }
 }
@@ -175,20 +188,30 @@ pub async fn contain_all(
         &config.incident_table,
         config.claim_timeout,
     );
+    let target_groups = load_balancing::TargetGroupList::default();
+    let ledger = RevocationLedger::new(
+        clients.dynamodb.clone(),
+        &config.incident_table,
+        config.claim_timeout,
+    );
     let invocation = Invocation {
         clients,
         config,
         groups: &groups,
+        target_groups: &target_groups,
+        ledger: &ledger,
         store: &store,
         incident: request.event_id.as_deref().unwrap_or(invocation_id),
         invocation_id,
         reason: &request.reason,
     };
-    let instances = stream::iter(&request.instance_ids)
+    let contained = stream::iter(&request.instance_ids)
         .map(|id| contain_one(&invocation, id))
         .buffered(config.max_concurrent_instances)
-        .collect()
-        .await;
+        .collect();
+    // The listing starts with the invocation; its answer (or error) waits in the list for the
+    // instances' target-group steps.
+    let (_, instances) = tokio::join!(target_groups.get(clients), contained);
     Report::from_instances(request.reason.clone(), instances)
 }
 
@@ -197,6 +220,8 @@ struct Invocation<'a> {
     clients: &'a Clients,
     config: &'a Config,
     groups: &'a IsolationGroups,
+    target_groups: &'a load_balancing::TargetGroupList,
+    ledger: &'a RevocationLedger,
     store: &'a IncidentStore,
     /// The incident a first claim names: the event id, or the invocation's.
     incident: &'a str,
@@ -218,107 +243,134 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         Err(e) => return rejected(instance_id, started, e),
     };
 
-    // 2. The claim, before any change: the original state as read, or the record already there.
+    // 2. The claim: the original state as read, or the record already there. Changes to what
+    // the record keeps (the interfaces' groups, the profile) wait for it; reads, and changes
+    // whose original state a step records itself, start at once.
     let claimed_at = Instant::now();
     let observed = observe(inv, &facts, association.as_ref().ok());
-    let claim = inv
-        .store
-        .claim(&Record {
-            instance_id: instance_id.to_owned(),
-            // An instance tagged by an earlier containment without a record keeps its incident.
-            incident: facts
-                .tags
-                .get(tags::INCIDENT)
-                .cloned()
-                .unwrap_or_else(|| inv.incident.to_owned()),
-            status: "containing".to_owned(),
-            claimed_by: inv.invocation_id.to_owned(),
-            claimed_at: now_rfc3339(),
-            reason: inv.reason.to_owned(),
-            interfaces: observed.interfaces.clone(),
-            profile: observed.profile.clone(),
-            ..Record::default()
-        })
-        .await;
-    let (incident, claim_result, recorder) = match &claim {
-        Ok(Claim::New(record)) => (
-            record.incident.clone(),
-            Ok(StepResult::done(format!(
-                "claimed for incident {}",
-                record.incident
-            ))),
-            Some(Recorder {
-                store: inv.store,
-                instance_id,
-            }),
-        ),
-        Ok(Claim::Existing(record)) => (
-            record.incident.clone(),
-            Ok(StepResult::unchanged(format!(
-                "claimed at {} by {} for incident {}",
-                record.claimed_at, record.claimed_by, record.incident
-            ))),
-            Some(Recorder {
-                store: inv.store,
-                instance_id,
-            }),
-        ),
-        // Containment goes ahead without the record; the failure is reported and retried.
-        Err(e) => (
-            facts
-                .tags
-                .get(tags::INCIDENT)
-                .cloned()
-                .unwrap_or_else(|| inv.incident.to_owned()),
-            Err(e.clone()),
-            None,
-        ),
+    let record = Record {
+        instance_id: instance_id.to_owned(),
+        // An instance tagged by an earlier containment without a record keeps its incident.
+        incident: facts
+            .tags
+            .get(tags::INCIDENT)
+            .cloned()
+            .unwrap_or_else(|| inv.incident.to_owned()),
+        status: "containing".to_owned(),
+        claimed_by: inv.invocation_id.to_owned(),
+        claimed_at: now_rfc3339(),
+        reason: inv.reason.to_owned(),
+        interfaces: observed.interfaces.clone(),
+        profile: observed.profile.clone(),
+        ..Record::default()
     };
-    let claim_ms = claimed_at.elapsed();
-    let prior = match &claim {
-        Ok(Claim::New(_)) if !facts.tags.contains_key(tags::INCIDENT) => evidence::Prior::None,
-        _ => evidence::Prior::Possible,
+    let claim: ClaimOnce = {
+        let (store, record) = (inv.store.clone(), record.clone());
+        async move { store.claim(&record).await }.boxed().shared()
     };
-
-    // Read before the identity step replaces it: the revocation needs the original role. A
-    // re-run finds the isolation profile in place; the record still names the original.
-    let original_profile = match credentials::OriginalProfile::of(
+    let recorder = Recorder {
+        store: inv.store,
+        instance_id,
+        claim: &claim,
+    };
+    // The original profile as round trip 1 read it, so that the revocation need not wait for
+    // the claim; a re-run finds the isolation profile in place, and only then asks the record.
+    let read_profile = credentials::OriginalProfile::of(
         &association,
         facts.profile_arn.as_deref(),
         &inv.config.isolation_profile,
-    ) {
-        credentials::OriginalProfile::Replaced => match &claim {
-            Ok(Claim::Existing(record)) => match record.profile.as_ref().map(|p| p.arn.clone()) {
-                Some(Some(arn)) => credentials::OriginalProfile::Arn(arn),
-                Some(None) => credentials::OriginalProfile::None,
-                None => credentials::OriginalProfile::Replaced,
-            },
-            _ => credentials::OriginalProfile::Replaced,
-        },
-        other => other,
-    };
+    );
 
     // 3. Everything else at once.
-    let (network, identity, revoked, scaling, target_groups, classic, protected, kept, evidence) = tokio::join!(
-        network::isolate(clients, inv.groups, &facts),
-        identity::replace_profile(
-            clients,
-            &inv.config.isolation_profile,
-            instance_id,
-            association
-        ),
+    let after_claim = async {
+        let claimed = claim.clone().await;
+        let claim_ms = claimed_at.elapsed();
+        let (incident, claim_result) = match &claimed {
+            Ok(Claim::New(record)) => (
+                record.incident.clone(),
+                Ok(StepResult::done(format!(
+                    "claimed for incident {}",
+                    record.incident
+                ))),
+            ),
+            Ok(Claim::Existing(record)) => (
+                record.incident.clone(),
+                Ok(StepResult::unchanged(format!(
+                    "claimed at {} by {} for incident {}",
+                    record.claimed_at, record.claimed_by, record.incident
+                ))),
+            ),
+            // Containment goes ahead without the record; the failure is reported and retried.
+            Err(e) => (record.incident.clone(), Err(e.clone())),
+        };
+        let prior = match &claimed {
+            Ok(Claim::New(_)) if !facts.tags.contains_key(tags::INCIDENT) => evidence::Prior::None,
+            _ => evidence::Prior::Possible,
+        };
+        let (network, identity, evidence) = tokio::join!(
+            network::isolate(clients, inv.groups, &facts),
+            identity::replace_profile(
+                clients,
+                &inv.config.isolation_profile,
+                instance_id,
+                association
+            ),
+            snapshots(inv, &facts, &incident, claimed.is_ok(), prior),
+        );
+        (
+            claimed.is_ok(),
+            incident,
+            claim_result,
+            claim_ms,
+            network,
+            identity,
+            evidence,
+        )
+    };
+    let revocation = async {
+        let original_profile = match read_profile {
+            credentials::OriginalProfile::Replaced => match claim.clone().await {
+                Ok(Claim::Existing(record)) => {
+                    match record.profile.as_ref().map(|p| p.arn.clone()) {
+                        Some(Some(arn)) => credentials::OriginalProfile::Arn(arn),
+                        Some(None) => credentials::OriginalProfile::None,
+                        None => credentials::OriginalProfile::Replaced,
+                    }
+                }
+                _ => credentials::OriginalProfile::Replaced,
+            },
+            other => other,
+        };
         credentials::revoke_credentials(
             clients,
+            Some(inv.ledger),
             inv.config.revoke_credentials,
             instance_id,
-            original_profile
+            original_profile,
+        )
+        .await
+    };
+    let (
+        (recorded, incident, claim_result, claim_ms, network, identity, evidence),
+        revoked,
+        scaling,
+        target_groups,
+        classic,
+        protected,
+        kept,
+    ) = tokio::join!(
+        after_claim,
+        revocation,
+        scaling::detach(clients, instance_id, Some(recorder)),
+        load_balancing::deregister_target_groups(
+            clients,
+            inv.target_groups,
+            &facts,
+            Some(recorder)
         ),
-        scaling::detach(clients, instance_id, recorder),
-        load_balancing::deregister_target_groups(clients, &facts, recorder),
-        load_balancing::deregister_classic(clients, instance_id, recorder),
+        load_balancing::deregister_classic(clients, instance_id, Some(recorder)),
         protection::protect_instance(clients, &facts),
         protection::keep_volumes(clients, &facts),
-        snapshots(inv, &facts, &incident, recorder.is_some(), prior),
     );
 
     let mut steps = vec![
@@ -361,9 +413,9 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
     let wanted = tags::desired(&facts.tags, outcome, &incident, inv.reason, &steps, &now);
     let status = tags::status_value(outcome);
     let (tagged, finished) = tokio::join!(tags::tag_instance(clients, &facts, &wanted), async {
-        match recorder {
-            Some(_) => Some(inv.store.finish(instance_id, status, &now, &observed).await),
-            None => None,
+        match recorded {
+            true => Some(inv.store.finish(instance_id, status, &now, &observed).await),
+            false => None,
         }
     });
     steps.push(tagged);

@@ -78,19 +78,27 @@ pub struct IsolationGroups {
     /// One `DescribeSecurityGroups` by name (both names) for every VPC, started alongside the
     /// first `DescribeInstances` so that an existing group costs no round trip of its own.
     by_name: OnceCell<Result<HashMap<GroupKey, SecurityGroup>, AwsError>>,
-    ensured: Mutex<HashMap<GroupKey, Arc<EnsureOnce>>>,
+    ensured: Mutex<HashMap<GroupKey, Arc<GroupOnce>>>,
 }
 
 /// A group by what it is for and its VPC.
 type GroupKey = (Role, String);
 
-type EnsureOnce = OnceCell<Result<EnsuredGroup, AwsError>>;
+/// What one invocation does to one group, once however many of its instances need it.
+#[derive(Default)]
+struct GroupOnce {
+    ensured: OnceCell<Result<EnsuredGroup, AwsError>>,
+    verified: OnceCell<Result<Option<String>, AwsError>>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnsuredGroup {
     pub group_id: String,
     pub vpc_id: String,
     pub result: StepResult,
+    /// Created by this invocation and given its rules without reading it back: the read-back
+    /// runs beside the interface moves instead of in front of them ([`IsolationGroups::verify`]).
+    pub unverified: bool,
 }
 
 /// The interim group's name for an isolation group name.
@@ -200,20 +208,55 @@ impl IsolationGroups {
         Some(self.ensure_role(clients, Role::Interim, vpc_id).await)
     }
 
+    fn cells(&self, role: Role, vpc_id: &str) -> Arc<GroupOnce> {
+        let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
+        ensured
+            .entry((role, vpc_id.to_owned()))
+            .or_default()
+            .clone()
+    }
+
     async fn ensure_role(
         &self,
         clients: &Clients,
         role: Role,
         vpc_id: &str,
     ) -> Result<EnsuredGroup, AwsError> {
-        let cell = {
-            let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
-            ensured
-                .entry((role, vpc_id.to_owned()))
-                .or_default()
-                .clone()
-        };
-        cell.get_or_init(|| self.ensure_uncached(clients, role, vpc_id))
+        self.cells(role, vpc_id)
+            .ensured
+            .get_or_init(|| self.ensure_uncached(clients, role, vpc_id))
+            .await
+            .clone()
+    }
+
+    /// Reads a group this invocation created back, once, and removes any rule it has beyond its
+    /// own (a default rule other than the one AWS documents). `Some` says what it had to fix.
+    async fn verify(
+        &self,
+        clients: &Clients,
+        role: Role,
+        group: &EnsuredGroup,
+    ) -> Result<Option<String>, AwsError> {
+        if !group.unverified {
+            return Ok(None);
+        }
+        self.cells(role, &group.vpc_id)
+            .verified
+            .get_or_init(|| async {
+                let Some(kind) = self.kind(role) else {
+                    return Ok(None);
+                };
+                let described = read_group(clients, &group.group_id).await?;
+                let (removed, added) =
+                    converge_rules(clients, &described, &kind.ingress, &kind.egress).await?;
+                Ok((removed + added > 0).then(|| {
+                    format!(
+                        "{} read back with other rules than its own: removed {removed} and \
+                         added {added}",
+                        group.group_id
+                    )
+                }))
+            })
             .await
             .clone()
     }
@@ -238,14 +281,17 @@ impl IsolationGroups {
         };
         let (group, created) = match known {
             Some(group) => (group, false),
-            None => (
-                create_or_adopt_as(clients, &kind.name, vpc_id, role).await?,
-                true,
-            ),
+            None => create_or_adopt_as(clients, &kind.name, vpc_id, role).await?,
         };
         let group_id = group.group_id().unwrap_or_default().to_owned();
         let tagged = tag_with_role(clients, &group, role).await?;
-        let (removed, added) = converge_rules(clients, &group, &kind.ingress, &kind.egress).await?;
+        // A group just created has the rules AWS gives every new group, so its rules are set
+        // from that without reading it first, and read back beside the moves ([`Self::verify`]).
+        let (removed, added) = if created {
+            write_rules(clients, &group, &kind.ingress, &kind.egress).await?
+        } else {
+            converge_rules(clients, &group, &kind.ingress, &kind.egress).await?
+        };
         let rules = match (role, kind.ingress.len()) {
             (Role::Interim, _) => "only allow-all rules in and out".to_owned(),
             (Role::Isolation, 0) => "no rules".to_owned(),
@@ -273,6 +319,7 @@ impl IsolationGroups {
             group_id,
             vpc_id: vpc_id.to_owned(),
             result,
+            unverified: created,
         })
     }
 }
@@ -360,15 +407,20 @@ pub async fn create_or_adopt(
     name: &str,
     vpc_id: &str,
 ) -> Result<SecurityGroup, AwsError> {
-    create_or_adopt_as(clients, name, vpc_id, Role::Isolation).await
+    Ok(create_or_adopt_as(clients, name, vpc_id, Role::Isolation)
+        .await?
+        .0)
 }
 
+/// The group, and whether this call created it: a created group is described as AWS creates
+/// every security group in a VPC (its tags, no inbound rule, one outbound rule to all IPv4
+/// addresses), not read, so that its rules can be set one round trip sooner.
 async fn create_or_adopt_as(
     clients: &Clients,
     name: &str,
     vpc_id: &str,
     role: Role,
-) -> Result<SecurityGroup, AwsError> {
+) -> Result<(SecurityGroup, bool), AwsError> {
     let created = clients
         .ec2
         .create_security_group()
@@ -387,28 +439,26 @@ async fn create_or_adopt_as(
         .map_err(aws_err("CreateSecurityGroup"));
     match created {
         Ok(output) => {
-            let group_id = output.group_id().unwrap_or_default();
-            let groups = describe_groups(
-                clients,
-                vec![Filter::builder().name("group-id").values(group_id).build()],
-            )
-            .await?;
-            groups.into_iter().next().ok_or_else(|| {
-                AwsError::local(
-                    "DescribeSecurityGroups",
-                    format!("created group {group_id} cannot be read"),
-                )
-            })
+            let group = SecurityGroup::builder()
+                .group_id(output.group_id().unwrap_or_default())
+                .group_name(name)
+                .vpc_id(vpc_id)
+                .tags(role_tag(role))
+                .tags(Tag::builder().key("Name").value(name).build())
+                .ip_permissions_egress(rules::permission_of(&rules::default_egress()))
+                .build();
+            Ok((group, true))
         }
         Err(e) if e.has_code("InvalidGroup.Duplicate") => {
-            find(clients, name, vpc_id).await?.ok_or_else(|| {
+            let found = find(clients, name, vpc_id).await?.ok_or_else(|| {
                 AwsError::local(
                     "DescribeSecurityGroups",
                     format!(
                         "group {name} in {vpc_id} was reported as a duplicate but cannot be found"
                     ),
                 )
-            })
+            })?;
+            Ok((found, false))
         }
         Err(e) => Err(e),
     }
@@ -430,41 +480,57 @@ async fn converge_rules(
     let mut current = group.clone();
     let (mut revoked, mut added) = (0, 0);
     for _ in 0..ROUNDS {
-        let has_in = rules::atoms_of(current.ip_permissions());
-        let has_out = rules::atoms_of(current.ip_permissions_egress());
-        let unwanted_in: Vec<&Atom> = has_in.difference(ingress).collect();
-        let missing_in: Vec<&Atom> = ingress.difference(&has_in).collect();
-        let unwanted_out: Vec<&Atom> = has_out.difference(egress).collect();
-        let missing_out: Vec<&Atom> = egress.difference(&has_out).collect();
-        if [&unwanted_in, &missing_in, &unwanted_out, &missing_out]
-            .iter()
-            .all(|atoms| atoms.is_empty())
-        {
+        if !needs_change(&current, ingress, egress) {
             return Ok((revoked, added));
         }
-        let (ri, ro, ai, ao) = tokio::join!(
-            change(clients, group_id, &unwanted_in, Change::RevokeIngress),
-            change(clients, group_id, &unwanted_out, Change::RevokeEgress),
-            change(clients, group_id, &missing_in, Change::AuthorizeIngress),
-            change(clients, group_id, &missing_out, Change::AuthorizeEgress),
-        );
-        revoked += ri? + ro?;
-        added += ai? + ao?;
-        current = describe_groups(
-            clients,
-            vec![Filter::builder().name("group-id").values(group_id).build()],
-        )
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            AwsError::local("DescribeSecurityGroups", format!("{group_id} disappeared"))
-        })?;
+        let (r, a) = write_rules(clients, &current, ingress, egress).await?;
+        revoked += r;
+        added += a;
+        current = read_group(clients, group_id).await?;
     }
     Err(AwsError::local(
         "DescribeSecurityGroups",
         format!("{group_id} still has other rules than wanted after {ROUNDS} rounds"),
     ))
+}
+
+fn needs_change(group: &SecurityGroup, ingress: &BTreeSet<Atom>, egress: &BTreeSet<Atom>) -> bool {
+    rules::atoms_of(group.ip_permissions()) != *ingress
+        || rules::atoms_of(group.ip_permissions_egress()) != *egress
+}
+
+/// One round of changes from `group` as given to exactly `ingress` and `egress`, all at once.
+async fn write_rules(
+    clients: &Clients,
+    group: &SecurityGroup,
+    ingress: &BTreeSet<Atom>,
+    egress: &BTreeSet<Atom>,
+) -> Result<(usize, usize), AwsError> {
+    let group_id = group.group_id().unwrap_or_default();
+    let has_in = rules::atoms_of(group.ip_permissions());
+    let has_out = rules::atoms_of(group.ip_permissions_egress());
+    let unwanted_in: Vec<&Atom> = has_in.difference(ingress).collect();
+    let missing_in: Vec<&Atom> = ingress.difference(&has_in).collect();
+    let unwanted_out: Vec<&Atom> = has_out.difference(egress).collect();
+    let missing_out: Vec<&Atom> = egress.difference(&has_out).collect();
+    let (ri, ro, ai, ao) = tokio::join!(
+        change(clients, group_id, &unwanted_in, Change::RevokeIngress),
+        change(clients, group_id, &unwanted_out, Change::RevokeEgress),
+        change(clients, group_id, &missing_in, Change::AuthorizeIngress),
+        change(clients, group_id, &missing_out, Change::AuthorizeEgress),
+    );
+    Ok((ri? + ro?, ai? + ao?))
+}
+
+async fn read_group(clients: &Clients, group_id: &str) -> Result<SecurityGroup, AwsError> {
+    describe_groups(
+        clients,
+        vec![Filter::builder().name("group-id").values(group_id).build()],
+    )
+    .await?
+    .into_iter()
+    .next()
+    .ok_or_else(|| AwsError::local("DescribeSecurityGroups", format!("{group_id} disappeared")))
 }
 
 #[derive(Clone, Copy)]
@@ -567,11 +633,6 @@ pub async fn isolate(
         vpcs.iter().copied().zip(isolation).collect();
     let interim: BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>> =
         vpcs.iter().copied().zip(interim).collect();
-    let group_report = step_report(
-        Step::IsolationGroup,
-        started,
-        combine_groups(&ensured, &interim),
-    );
 
     let mut original = Vec::new();
     let mut already_isolated = Vec::new();
@@ -591,11 +652,55 @@ pub async fn isolate(
         }
     }
 
+    // The rules a create just set are read back while the interfaces move: the writes that set
+    // them have succeeded, and the read-back only guards against a new group carrying a rule
+    // AWS does not document.
     let moved_at = Instant::now();
-    let moved = move_interfaces(clients, facts, &ensured, &interim).await;
+    let verify_isolation = join_all(
+        ensured
+            .values()
+            .filter_map(|g| g.as_ref().ok())
+            .map(|g| groups.verify(clients, Role::Isolation, g)),
+    );
+    let verify_interim = join_all(
+        interim
+            .values()
+            .filter_map(|g| g.as_ref()?.as_ref().ok())
+            .map(|g| groups.verify(clients, Role::Interim, g)),
+    );
+    let (moved, verified_isolation, verified_interim) = tokio::join!(
+        async {
+            let moved = move_interfaces(clients, facts, &ensured, &interim).await;
+            step_report(Step::MoveNetworkInterfaces, moved_at, moved)
+        },
+        verify_isolation,
+        verify_interim,
+    );
+    let group_report = step_report(
+        Step::IsolationGroup,
+        started,
+        combine_groups(&ensured, &interim).and_then(|mut result| {
+            let mut fixed = Vec::new();
+            for verified in verified_isolation {
+                fixed.extend(verified?);
+            }
+            // The interim group only matters while an interface passes through it; a failed
+            // read-back of it is told, not counted as a failed cut.
+            for verified in verified_interim {
+                match verified {
+                    Ok(f) => fixed.extend(f),
+                    Err(e) => fixed.push(format!("interim group not read back ({e})")),
+                }
+            }
+            if !fixed.is_empty() {
+                result.detail = format!("{}; {}", result.detail, fixed.join("; "));
+            }
+            Ok(result)
+        }),
+    );
     NetworkCut {
         group: group_report,
-        interfaces: step_report(Step::MoveNetworkInterfaces, moved_at, moved),
+        interfaces: moved,
         original,
         already_isolated,
     }
@@ -694,8 +799,7 @@ async fn move_interfaces(
         }
     }
     if !to_move.is_empty() {
-        let targets: Vec<(&str, &str)> = to_move.iter().map(|m| (m.eni, m.isolation)).collect();
-        verify_interfaces(clients, &targets)
+        verify_interfaces(clients, &to_move)
             .await
             .map_err(|e| first_error.take().unwrap_or(e))?;
     }
@@ -719,50 +823,68 @@ async fn move_interfaces(
 /// No pause between the two: the change of groups is what untracks, and every moment on the
 /// interim group is a moment open to all.
 ///
+/// The shorter timeouts are for the flows the interim group cannot untrack (ICMP, flows AWS
+/// tracks automatically), which outlive the move onto the isolation group until they idle out.
+/// They only have to be in place before that last move, so they are set beside the interim move,
+/// in the same round trip, not before it.
+///
 /// Returns the sequence, as the report shows it.
 async fn move_one(clients: &Clients, m: &Move<'_>) -> Result<String, AwsError> {
+    let (shortened, through) = tokio::join!(
+        async {
+            match m.interim {
+                Some(_) => Some(shorten_timeouts(clients, m.eni).await),
+                None => None,
+            }
+        },
+        async {
+            match &m.interim {
+                Some(Ok(interim)) => Some(set_groups(clients, m.eni, interim).await),
+                _ => None,
+            }
+        },
+    );
     let mut sequence = Vec::new();
-    if m.interim.is_some() {
-        let (tcp, udp_stream, udp) = CONNTRACK_TIMEOUTS;
-        let shortened = clients
-            .ec2
-            .modify_network_interface_attribute()
-            .network_interface_id(m.eni)
-            .connection_tracking_specification(
-                ConnectionTrackingSpecificationRequest::builder()
-                    .tcp_established_timeout(tcp)
-                    .udp_stream_timeout(udp_stream)
-                    .udp_timeout(udp)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(aws_err("ModifyNetworkInterfaceAttribute"));
-        // Not every instance type takes these timeouts; the cut does not depend on them.
-        sequence.push(match shortened {
-            Ok(_) => format!("conntrack {tcp}/{udp_stream}/{udp}"),
-            Err(e) => format!("conntrack timeouts not shortened ({e})"),
-        });
+    let (tcp, udp_stream, udp) = CONNTRACK_TIMEOUTS;
+    // Not every instance type takes these timeouts; the cut does not depend on them.
+    match shortened {
+        Some(Ok(())) => sequence.push(format!("conntrack {tcp}/{udp_stream}/{udp}")),
+        Some(Err(e)) => sequence.push(format!("conntrack timeouts not shortened ({e})")),
+        None => {}
     }
-    match &m.interim {
-        Some(Ok(interim)) => {
-            let through = set_groups(clients, m.eni, interim).await;
-            sequence.push(match through {
-                Ok(()) => format!("{interim} -> {}", m.isolation),
-                Err(e) => format!(
-                    "not moved through {interim} ({e}), tracked connections may survive: -> {}",
-                    m.isolation
-                ),
-            });
-        }
-        Some(Err(e)) => sequence.push(format!(
+    match (&m.interim, through) {
+        (Some(Ok(interim)), Some(Ok(()))) => sequence.push(format!("{interim} -> {}", m.isolation)),
+        (Some(Ok(interim)), Some(Err(e))) => sequence.push(format!(
+            "not moved through {interim} ({e}), tracked connections may survive: -> {}",
+            m.isolation
+        )),
+        (Some(Err(e)), _) => sequence.push(format!(
             "no interim group ({e}), tracked connections may survive: -> {}",
             m.isolation
         )),
-        None => sequence.push(format!("-> {}", m.isolation)),
+        _ => sequence.push(format!("-> {}", m.isolation)),
     }
     set_groups(clients, m.eni, m.isolation).await?;
     Ok(format!("{}: {}", m.eni, sequence.join(", ")))
+}
+
+async fn shorten_timeouts(clients: &Clients, eni: &str) -> Result<(), AwsError> {
+    let (tcp, udp_stream, udp) = CONNTRACK_TIMEOUTS;
+    clients
+        .ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(eni)
+        .connection_tracking_specification(
+            ConnectionTrackingSpecificationRequest::builder()
+                .tcp_established_timeout(tcp)
+                .udp_stream_timeout(udp_stream)
+                .udp_timeout(udp)
+                .build(),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
 }
 
 async fn set_groups(clients: &Clients, eni: &str, group: &str) -> Result<(), AwsError> {
@@ -777,29 +899,63 @@ async fn set_groups(clients: &Clients, eni: &str, group: &str) -> Result<(), Aws
         .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
 }
 
-/// Reads the moved interfaces back: each must hold exactly its isolation group.
-async fn verify_interfaces(clients: &Clients, moved: &[(&str, &str)]) -> Result<(), AwsError> {
-    let output = clients
-        .ec2
-        .describe_network_interfaces()
-        .set_network_interface_ids(Some(moved.iter().map(|(eni, _)| eni.to_string()).collect()))
-        .send()
-        .await
-        .map_err(aws_err("DescribeNetworkInterfaces"))?;
-    for (eni, group) in moved {
-        let actual: Vec<&str> = output
-            .network_interfaces()
-            .iter()
-            .filter(|n| n.network_interface_id() == Some(eni))
-            .flat_map(|n| n.groups())
-            .filter_map(|g| g.group_id())
-            .collect();
-        if actual != [*group] {
-            return Err(AwsError::local(
-                "DescribeNetworkInterfaces",
-                format!("read back {eni} with groups {actual:?}, expected only {group}"),
-            ));
+/// Reads the moved interfaces back: each must hold exactly its isolation group. One found on
+/// the interim group was moved there by a concurrent invocation for the same instance after our
+/// last move, and that invocation's own isolation move may never come (it may be cut short), so
+/// it is moved on to the isolation group again and read back once more.
+async fn verify_interfaces(clients: &Clients, moved: &[Move<'_>]) -> Result<(), AwsError> {
+    const ROUNDS: usize = 3;
+    let mut pending: Vec<&Move<'_>> = moved.iter().collect();
+    for _ in 0..ROUNDS {
+        let output = clients
+            .ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(pending.iter().map(|m| m.eni.to_owned()).collect()))
+            .send()
+            .await
+            .map_err(aws_err("DescribeNetworkInterfaces"))?;
+        let mut again = Vec::new();
+        for m in pending {
+            let actual: Vec<&str> = output
+                .network_interfaces()
+                .iter()
+                .filter(|n| n.network_interface_id() == Some(m.eni))
+                .flat_map(|n| n.groups())
+                .filter_map(|g| g.group_id())
+                .collect();
+            match (&m.interim, actual.as_slice()) {
+                (_, [group]) if *group == m.isolation => {}
+                (Some(Ok(interim)), [group]) if group == interim => again.push(m),
+                _ => {
+                    return Err(AwsError::local(
+                        "DescribeNetworkInterfaces",
+                        format!(
+                            "read back {} with groups {actual:?}, expected only {}",
+                            m.eni, m.isolation
+                        ),
+                    ))
+                }
+            }
         }
+        if again.is_empty() {
+            return Ok(());
+        }
+        for result in join_all(
+            again
+                .iter()
+                .map(|m| set_groups(clients, m.eni, m.isolation)),
+        )
+        .await
+        {
+            result?;
+        }
+        pending = again;
     }
-    Ok(())
+    Err(AwsError::local(
+        "DescribeNetworkInterfaces",
+        format!(
+            "{} kept coming back on the interim group after {ROUNDS} moves to isolation",
+            pending.iter().map(|m| m.eni).collect::<Vec<_>>().join(", ")
+        ),
+    ))
 }

@@ -129,6 +129,17 @@ pub fn allow_all() -> BTreeSet<Atom> {
     .collect()
 }
 
+/// The one rule AWS gives every new security group in a VPC: all traffic out to every IPv4
+/// address (no inbound rule, and no IPv6 rule unless one is asked for).
+pub fn default_egress() -> Atom {
+    Atom {
+        protocol: "-1".to_owned(),
+        from_port: None,
+        to_port: None,
+        source: Source::Ipv4("0.0.0.0/0".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

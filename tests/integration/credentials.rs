@@ -5,11 +5,13 @@ use aws_sdk_ec2::types::{IamInstanceProfileSpecification, InstanceType};
 use ec2_quarantine::config::CredentialRevocation;
 use ec2_quarantine::contain::credentials::{revoke_credentials, OriginalProfile};
 use ec2_quarantine::report::{InstanceOutcome, Status, Step, StepReport};
+use ec2_quarantine::revocations::RevocationLedger;
 use serde_json::{json, Value};
 
 use crate::containment::{contain, trigger_event};
+use crate::support::faults::{Faults, Gate};
 use crate::support::scenario::{Account, Options, Scenario};
-use crate::support::{recorded_clients, CallLog};
+use crate::support::{recorded_clients, with_faults, CallLog};
 
 const POLICY: &str = "ec2-quarantine-revoke-instance-credentials";
 
@@ -136,6 +138,15 @@ fn iam_calls(log: &CallLog) -> Vec<String> {
         .collect()
 }
 
+/// The revocation list of one invocation, in the scenario's incident table.
+fn ledger(s: &Scenario) -> RevocationLedger {
+    RevocationLedger::new(
+        aws_sdk_dynamodb::Client::new(&s.account.sdk),
+        s.config(&[]).incident_table,
+        std::time::Duration::from_secs(5),
+    )
+}
+
 fn revoke_step(report: &ec2_quarantine::report::Report) -> &StepReport {
     report.instances[0]
         .step(Step::RevokeCredentials)
@@ -217,6 +228,7 @@ async fn a_rerun_with_the_arn_already_denied_makes_no_write() {
     let first = CallLog::default();
     let step = revoke_credentials(
         &recorded_clients(&s.account.sdk, &first),
+        Some(&ledger(&s)),
         CredentialRevocation::Instance,
         &s.instance_id,
         original.clone(),
@@ -229,6 +241,7 @@ async fn a_rerun_with_the_arn_already_denied_makes_no_write() {
     let again = CallLog::default();
     let step = revoke_credentials(
         &recorded_clients(&s.account.sdk, &again),
+        Some(&ledger(&s)),
         CredentialRevocation::Instance,
         &s.instance_id,
         original,
@@ -241,7 +254,60 @@ async fn a_rerun_with_the_arn_already_denied_makes_no_write() {
 }
 
 #[tokio::test]
-async fn an_arn_lost_to_a_concurrent_writer_is_written_again() {
+async fn a_write_that_lands_after_a_concurrent_invocations_is_made_again_with_both_arns() {
+    let s = with_profile().await;
+    let second = second_instance(&s).await;
+    let original = OriginalProfile::Arn(s.original_profile_arn.clone().unwrap());
+    // Invocation A's policy write is held at the gate until invocation B has finished, so that
+    // A's write, made from the list as A saw it, lands last and drops B's instance.
+    let gate = Gate::default();
+    let faults = Faults::default();
+    faults.hold("PutRolePolicy", &gate);
+    let a_log = CallLog::default();
+    let a_clients = recorded_clients(&with_faults(&s.account.sdk, &faults), &a_log);
+    let b_log = CallLog::default();
+    let b_clients = recorded_clients(&s.account.sdk, &b_log);
+    let (a_ledger, b_ledger) = (ledger(&s), ledger(&s));
+    let a = revoke_credentials(
+        &a_clients,
+        Some(&a_ledger),
+        CredentialRevocation::Instance,
+        &s.instance_id,
+        original.clone(),
+    );
+    let b = async {
+        gate.arrived().await;
+        let step = revoke_credentials(
+            &b_clients,
+            Some(&b_ledger),
+            CredentialRevocation::Instance,
+            &second,
+            original.clone(),
+        )
+        .await;
+        gate.open();
+        step
+    };
+    let (a, b) = tokio::join!(a, b);
+    assert_eq!(b.status, Status::Done, "{}", b.detail);
+    assert_eq!(b_log.count("PutRolePolicy"), 1, "B saw no writer after it");
+    assert_eq!(a.status, Status::Done, "{}", a.detail);
+    assert_eq!(
+        a_log.count("PutRolePolicy"),
+        2,
+        "A saw B's version and wrote again"
+    );
+    let mut arns = [instance_arn(&s.instance_id), instance_arn(&second)];
+    arns.sort();
+    let arns: Vec<&str> = arns.iter().map(String::as_str).collect();
+    assert_eq!(
+        role_policy(&s.account, &role_of(&s), POLICY).await,
+        Some(json!({"Version": "2012-10-17", "Statement": [instance_statement(&arns)]}))
+    );
+}
+
+#[tokio::test]
+async fn without_the_revocation_list_an_arn_lost_to_a_concurrent_writer_is_written_again() {
     let s = with_profile().await;
     let role = role_of(&s);
     let theirs = instance_arn("i-0bbbbbbbbbbbbbbbb");
@@ -249,6 +315,7 @@ async fn an_arn_lost_to_a_concurrent_writer_is_written_again() {
     let clients = recorded_clients(&s.account.sdk, &log);
     let ours = revoke_credentials(
         &clients,
+        None,
         CredentialRevocation::Instance,
         &s.instance_id,
         OriginalProfile::Arn(s.original_profile_arn.clone().unwrap()),
@@ -489,4 +556,56 @@ async fn role_wide_mode_denies_older_sessions_when_the_instance_list_has_no_room
         .map(|s| s["Sid"].as_str().unwrap())
         .collect();
     assert_eq!(sids, ["Ec2QuarantineRevokeOlderSessions"]);
+}
+
+#[tokio::test]
+async fn when_the_revocation_list_does_not_answer_the_deny_is_still_written_and_says_so() {
+    let s = with_profile().await;
+    let faults = Faults::default();
+    faults.deny("UpdateItem", "AccessDeniedException");
+    let unanswering = RevocationLedger::new(
+        aws_sdk_dynamodb::Client::new(&with_faults(&s.account.sdk, &faults)),
+        s.config(&[]).incident_table,
+        std::time::Duration::from_secs(5),
+    );
+    let log = CallLog::default();
+    let step = revoke_credentials(
+        &recorded_clients(&s.account.sdk, &log),
+        Some(&unanswering),
+        CredentialRevocation::Instance,
+        &s.instance_id,
+        OriginalProfile::Arn(s.original_profile_arn.clone().unwrap()),
+    )
+    .await;
+    assert_eq!(step.status, Status::Done, "{}", step.detail);
+    assert!(
+        step.detail.contains("revocation list did not answer"),
+        "{}",
+        step.detail
+    );
+    assert_eq!(faults.injected("UpdateItem"), 1);
+    let arn = instance_arn(&s.instance_id);
+    assert_eq!(
+        role_policy(&s.account, &role_of(&s), POLICY).await,
+        Some(json!({"Version": "2012-10-17", "Statement": [instance_statement(&[&arn])]}))
+    );
+}
+
+#[tokio::test]
+async fn the_revocation_list_adds_and_removes_instances_and_versions_each_change() {
+    let s = with_profile().await;
+    let ledger = ledger(&s);
+    let role = format!("arn:aws:iam::123456789012:role/{}", role_of(&s));
+    let (a, b) = (
+        instance_arn("i-0aaaaaaaaaaaaaaaa"),
+        instance_arn("i-0bbbbbbbbbbbbbbbb"),
+    );
+    let first = ledger.add(&role, &a).await.unwrap();
+    let second = ledger.add(&role, &b).await.unwrap();
+    assert_eq!(second.version, first.version + 1);
+    assert_eq!(second.instance_arns, [a.clone(), b.clone()].into());
+    let removed = ledger.remove(&role, &a).await.unwrap();
+    assert_eq!(removed.version, second.version + 1);
+    assert_eq!(removed.instance_arns, [b.clone()].into());
+    assert_eq!(ledger.current(&role).await.unwrap(), removed);
 }

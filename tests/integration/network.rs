@@ -3,7 +3,7 @@ use ec2_quarantine::contain::rules::{allow_all, atoms_of};
 use ec2_quarantine::report::{Status, Step};
 
 use crate::containment::{contain, contain_with, trigger_event};
-use crate::support::faults::Faults;
+use crate::support::faults::{Faults, Gate};
 use crate::support::scenario::{Options, Scenario};
 use crate::support::{recorded_clients, with_faults, CallLog, InterfaceChange};
 
@@ -66,24 +66,33 @@ async fn each_interface_passes_through_the_interim_group_and_ends_on_the_isolati
         .unwrap()
         .detail;
     for eni in &s.interfaces {
+        let mut changes = log.interface_changes(eni);
+        assert_eq!(changes.len(), 3, "{eni}: {changes:?}");
         assert_eq!(
-            log.interface_changes(eni),
-            vec![
-                InterfaceChange::ConnectionTracking {
-                    eni: eni.clone(),
-                    timeouts: (60, 60, 30)
-                },
-                InterfaceChange::Groups {
-                    eni: eni.clone(),
-                    groups: vec![interim_id.clone()]
-                },
-                InterfaceChange::Groups {
-                    eni: eni.clone(),
-                    groups: vec![isolation.clone()]
-                },
-            ],
-            "{eni}: timeouts first, then the interim group, then the isolation group"
+            changes.pop(),
+            Some(InterfaceChange::Groups {
+                eni: eni.clone(),
+                groups: vec![isolation.clone()]
+            }),
+            "{eni}: the isolation group comes last"
         );
+        // The timeouts and the interim move go out together, in either order, both before the
+        // isolation move.
+        for before in [
+            InterfaceChange::ConnectionTracking {
+                eni: eni.clone(),
+                timeouts: (60, 60, 30),
+            },
+            InterfaceChange::Groups {
+                eni: eni.clone(),
+                groups: vec![interim_id.clone()],
+            },
+        ] {
+            assert!(
+                changes.contains(&before),
+                "{eni}: {changes:?} lacks {before:?}"
+            );
+        }
         assert_eq!(
             s.account.interface_groups(eni).await,
             vec![isolation.clone()]
@@ -461,4 +470,48 @@ async fn responder_access_is_the_isolation_groups_only_rule_and_nothing_else_sur
             .status,
         Status::Unchanged
     );
+}
+
+#[tokio::test]
+async fn an_interface_a_concurrent_run_left_on_the_interim_group_is_moved_on_to_isolation() {
+    let s = Scenario::build(Options::default()).await;
+    let eni = s.interfaces[0].clone();
+    // Our read-back waits at the gate while another delivery of the same event, one round trip
+    // behind ours, puts the interface on the interim group after our isolation move.
+    let gate = Gate::default();
+    let faults = Faults::default();
+    faults.hold("DescribeNetworkInterfaces", &gate);
+    let held = with_faults(&s.account.sdk, &faults);
+    let ours = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &held);
+    let theirs = async {
+        gate.arrived().await;
+        let interim = interim_group(&s).await.group_id().unwrap().to_owned();
+        s.account
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(&eni)
+            .groups(&interim)
+            .send()
+            .await
+            .unwrap();
+        gate.open();
+    };
+    let ((result, log), ()) = tokio::join!(ours, theirs);
+    result.expect("contained");
+    let (isolation, _, _) = s.isolation_group().await;
+    let changes = log.group_changes(&eni);
+    assert_eq!(
+        changes.last(),
+        Some(&vec![isolation.clone()]),
+        "moved on again: {changes:?}"
+    );
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|g| **g == [isolation.clone()])
+            .count(),
+        2,
+        "{changes:?}"
+    );
+    assert_eq!(s.account.interface_groups(&eni).await, vec![isolation]);
 }

@@ -32,6 +32,28 @@ pub enum Fault {
     Error { status: u16, code: &'static str },
     /// No answer at all, for longer than any timeout.
     Hang,
+    /// Sent on only when the test opens the gate.
+    Held(Gate),
+}
+
+/// Holds a call until the test lets it go, to order one invocation's write after another's
+/// without timing.
+#[derive(Clone, Debug, Default)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::Notify>,
+    open: Arc<tokio::sync::Notify>,
+}
+
+#[allow(dead_code)] // each user (tests, benchmark) uses part of it
+impl Gate {
+    /// Returns once the held call has reached the gate.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await
+    }
+
+    pub fn open(&self) {
+        self.open.notify_one()
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +129,11 @@ impl Faults {
     /// Every call of `operation` hangs.
     pub fn hang(&self, operation: &'static str) -> &Self {
         self.add(operation, Fault::Hang, None)
+    }
+
+    /// The next call of `operation` waits at `gate` until the test opens it.
+    pub fn hold(&self, operation: &'static str, gate: &Gate) -> &Self {
+        self.add(operation, Fault::Held(gate.clone()), Some(1))
     }
 
     fn add(&self, operation: &'static str, fault: Fault, remaining: Option<u32>) -> &Self {
@@ -233,6 +260,14 @@ impl HttpConnector for FaultConnector {
             None => self.inner.call(request),
             Some(Fault::Error { status, code }) => {
                 HttpConnectorFuture::ready(Ok(error_response(&request, status, code)))
+            }
+            Some(Fault::Held(gate)) => {
+                let inner = self.inner.clone();
+                HttpConnectorFuture::new(async move {
+                    gate.arrived.notify_one();
+                    gate.open.notified().await;
+                    inner.call(request).await
+                })
             }
             Some(Fault::Hang) => {
                 let operation = operation.clone();
