@@ -18,10 +18,8 @@ const GUARDDUTY_DETAIL_TYPE: &str = "GuardDuty Finding";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Contain(ContainRequest),
-    Ignore {
-        reason: String,
-    },
-    /// An EBS snapshot or copy completed: encrypt or retire evidence ([`crate::evidence_copy`]).
+    Ignore { reason: String },
+    // An EBS snapshot set or copy completed: encrypted evidence (`crate::evidence_copy`).
     Snapshots(crate::evidence_copy::event::SnapshotEvent),
 }
 
