@@ -36,9 +36,10 @@ impl Clients {
 }
 
 /// The only SDK calls in this crate allowed to delete, terminate or detach anything, as
-/// `file: call`. Containment never loses evidence and has none; release's undo calls are below,
-/// and the opt-in removal of an unencrypted snapshot after its encrypted copy completes will
-/// join them, each named here with why it loses nothing. `tests/integration/nothing_lost.rs` enforces the list.
+/// `file: call`. Containment never loses evidence and has none; release's undo calls and the
+/// opt-in removal of an unencrypted snapshot after its encrypted copy completes are the only
+/// ones, each named here with why it loses nothing. `tests/integration/nothing_lost.rs` enforces
+/// the list.
 pub const DELETING_CALLS_ALLOWED: &[&str] = &[
     // Release of an instance that had no profile: the isolation profile comes off, as the
     // instance was before; nothing of the suspect's is removed.
@@ -49,6 +50,12 @@ pub const DELETING_CALLS_ALLOWED: &[&str] = &[
     // Release: the containment's own tags on the instance (incident, time, reason, changes),
     // by key, so that a new quarantine starts a new incident; the record keeps them.
     "release/tags.rs: delete_tags",
+    // An unencrypted evidence snapshot, replaced by its encrypted copy: only with
+    // DELETE_UNENCRYPTED_SNAPSHOTS=true (off by default), only for a snapshot tagged as this
+    // function's evidence, and only through a `Verified` proof that its copy exists, is complete,
+    // is encrypted with SNAPSHOT_KMS_KEY_ID and is tagged as the copy of exactly that snapshot.
+    // Keeping both would leave the evidence readable unencrypted, which is what the setting is for.
+    "evidence_copy/retire.rs: delete_snapshot",
 ];
 
 /// How hard the SDK retries a throttled or failed call before a step reports it.

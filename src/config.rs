@@ -102,6 +102,12 @@ pub struct Config {
     /// Whether this deployment contains (the tag rule's function) or releases (the break-glass
     /// function): one binary, two functions with different roles.
     pub mode: FunctionMode,
+    /// `SNAPSHOT_KMS_KEY_ID`: the key unencrypted evidence snapshots are copied with, once they
+    /// complete. `None`: no copies, and the snapshot events are ignored.
+    pub snapshot_kms_key: Option<crate::evidence_copy::key::KmsKeyRef>,
+    /// `DELETE_UNENCRYPTED_SNAPSHOTS`: delete an unencrypted evidence snapshot once its
+    /// encrypted copy is verified. Off by default: evidence is kept unless asked otherwise.
+    pub unencrypted_snapshot_deletion: bool,
 }
 
 /// What one deployment of the binary does (`FUNCTION_MODE`). The two run as separate functions
@@ -144,6 +150,8 @@ pub const GUARDDUTY_MIN_SEVERITY: &str = "GUARDDUTY_MIN_SEVERITY";
 pub const CUT_TRACKED_CONNECTIONS: &str = "CUT_TRACKED_CONNECTIONS";
 pub const DRY_RUN: &str = "DRY_RUN";
 pub const FUNCTION_MODE: &str = "FUNCTION_MODE";
+pub const SNAPSHOT_KMS_KEY_ID: &str = "SNAPSHOT_KMS_KEY_ID";
+pub const DELETE_UNENCRYPTED_SNAPSHOTS: &str = "DELETE_UNENCRYPTED_SNAPSHOTS";
 
 impl Config {
     /// Reads the process environment.
@@ -156,7 +164,7 @@ impl Config {
         let get = |variable: &'static str, default: &str| -> String {
             lookup(variable).unwrap_or_else(|| default.to_owned())
         };
-        Ok(Self {
+        Self {
             trigger: Trigger {
                 key: tag_key(QUARANTINE_TAG_KEY, get(QUARANTINE_TAG_KEY, "Quarantine"))?,
                 value: tag_value(QUARANTINE_TAG_VALUE, get(QUARANTINE_TAG_VALUE, "true"))?,
@@ -194,8 +202,51 @@ impl Config {
             )?,
             dry_run: boolean(DRY_RUN, get(DRY_RUN, "false"))?,
             mode: function_mode(get(FUNCTION_MODE, "contain"))?,
-        })
+            snapshot_kms_key: snapshot_kms_key(get(SNAPSHOT_KMS_KEY_ID, ""))?,
+            unencrypted_snapshot_deletion: boolean(
+                DELETE_UNENCRYPTED_SNAPSHOTS,
+                get(DELETE_UNENCRYPTED_SNAPSHOTS, "false"),
+            )?,
+        }
+        .checked_evidence_deletion()
     }
+
+    /// Deleting a source is allowed only when its copy can be proven to use the configured key,
+    /// which takes the key's ARN or id: EC2 names the key of a snapshot by ARN, never by alias.
+    fn checked_evidence_deletion(self) -> Result<Self, ConfigError> {
+        use crate::evidence_copy::key::KmsKeyRef;
+        if !self.unencrypted_snapshot_deletion {
+            return Ok(self);
+        }
+        match &self.snapshot_kms_key {
+            None => Err(invalid(
+                DELETE_UNENCRYPTED_SNAPSHOTS,
+                "true",
+                "needs SNAPSHOT_KMS_KEY_ID: without encrypted copies there is nothing to replace \
+                 the unencrypted snapshots with",
+            )),
+            Some(KmsKeyRef::Alias(alias)) => Err(invalid(
+                DELETE_UNENCRYPTED_SNAPSHOTS,
+                "true",
+                format!(
+                    "needs SNAPSHOT_KMS_KEY_ID as a key ARN or key id, not the alias {alias}: \
+                     a copy's key is described by ARN, so an alias cannot prove the copy uses it"
+                ),
+            )),
+            Some(_) => Ok(self),
+        }
+    }
+}
+
+fn snapshot_kms_key(
+    value: String,
+) -> Result<Option<crate::evidence_copy::key::KmsKeyRef>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    crate::evidence_copy::key::KmsKeyRef::parse(&value)
+        .map(Some)
+        .map_err(|reason| invalid(SNAPSHOT_KMS_KEY_ID, &value, reason))
 }
 
 fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -636,6 +687,13 @@ mod tests {
             (FUNCTION_MODE, "Release"),
             (FUNCTION_MODE, "undo"),
             (FUNCTION_MODE, ""),
+            (SNAPSHOT_KMS_KEY_ID, "evidence-key"),
+            (
+                SNAPSHOT_KMS_KEY_ID,
+                "arn:aws:kms:us-east-1:123456789012:key/x",
+            ),
+            (DELETE_UNENCRYPTED_SNAPSHOTS, "yes"),
+            (DELETE_UNENCRYPTED_SNAPSHOTS, "true"),
         ];
         for (variable, value) in cases {
             let mut vars = vec![
@@ -731,5 +789,53 @@ mod tests {
         assert_eq!(mode(&[]), FunctionMode::Contain);
         assert_eq!(mode(&[(FUNCTION_MODE, "contain")]), FunctionMode::Contain);
         assert_eq!(mode(&[(FUNCTION_MODE, "release")]), FunctionMode::Release);
+    }
+
+    #[test]
+    fn encrypted_copies_are_off_and_deletion_is_off_by_default() {
+        let config = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+        ])
+        .unwrap();
+        assert_eq!(config.snapshot_kms_key, None);
+        assert!(!config.unencrypted_snapshot_deletion);
+    }
+
+    #[test]
+    fn deleting_unencrypted_snapshots_needs_a_key_named_by_arn_or_id() {
+        use crate::evidence_copy::key::KmsKeyRef;
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let with = |key: &str| {
+            config(&[
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+                (SNAPSHOT_KMS_KEY_ID, key),
+                (DELETE_UNENCRYPTED_SNAPSHOTS, "true"),
+            ])
+        };
+        let deleting = with(arn).unwrap();
+        assert_eq!(
+            deleting.snapshot_kms_key,
+            Some(KmsKeyRef::KeyArn(arn.into()))
+        );
+        assert!(deleting.unencrypted_snapshot_deletion);
+        let err = with("alias/evidence").unwrap_err();
+        assert!(
+            err.to_string().starts_with(DELETE_UNENCRYPTED_SNAPSHOTS)
+                && err.to_string().contains("alias/evidence"),
+            "{err}"
+        );
+        // Copies with an alias are fine as long as nothing is deleted.
+        let copies_only = config(&[
+            (ISOLATION_INSTANCE_PROFILE, "isolation"),
+            (INCIDENT_TABLE, "incidents"),
+            (SNAPSHOT_KMS_KEY_ID, "alias/evidence"),
+        ])
+        .unwrap();
+        assert_eq!(
+            copies_only.snapshot_kms_key,
+            Some(KmsKeyRef::Alias("alias/evidence".into()))
+        );
     }
 }

@@ -23,6 +23,8 @@ pub enum Request {
     },
     /// Undo containment (`"action": "release"`); only ever a direct invocation, never an event.
     Release(ReleaseRequest),
+    // An EBS snapshot set or copy completed: encrypted evidence (`crate::evidence_copy`).
+    Snapshots(crate::evidence_copy::event::SnapshotEvent),
 }
 
 /// `{"action": "release", "instance_ids": [...], "reason": "..."}`.
@@ -74,6 +76,8 @@ pub enum EventError {
          containment is not supported; deploy the function in account {finding}"
     )]
     OtherAccount { finding: String, event: String },
+    #[error("the EBS snapshot event is malformed: {0}")]
+    MalformedSnapshotEvent(String),
     #[error("the direct invocation is malformed: {0}")]
     MalformedDirect(String),
     #[error("the event names no instance (resources is {0})")]
@@ -224,6 +228,9 @@ fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
         serde_json::from_value(value).map_err(|e| EventError::MalformedEnvelope(e.to_string()))?;
     if event.source == GUARDDUTY_SOURCE && event.detail_type == GUARDDUTY_DETAIL_TYPE {
         return guardduty(event, trigger);
+    }
+    if crate::evidence_copy::event::is_snapshot_event(&event.source, &event.detail_type) {
+        return crate::evidence_copy::event::parse(event);
     }
     if event.source != TAG_SOURCE || event.detail_type != TAG_DETAIL_TYPE {
         return Ok(ignore(format!(

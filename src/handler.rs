@@ -30,6 +30,10 @@ pub enum HandlerError {
     /// contained, already released); the message is the report as JSON.
     #[error("{}", .0.to_json())]
     ReleaseIncomplete(Box<Report>),
+    /// An evidence snapshot or its encrypted copy failed, or a step on it did: the message is
+    /// the report as JSON.
+    #[error("{}", .0.to_json())]
+    EvidenceAtRisk(Box<Report>),
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -38,6 +42,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::InvalidEvent(_) => "InvalidEvent",
             HandlerError::ContainmentIncomplete(_) => "ContainmentIncomplete",
             HandlerError::ReleaseIncomplete(_) => "ReleaseIncomplete",
+            HandlerError::EvidenceAtRisk(_) => "EvidenceAtRisk",
         };
         Diagnostic {
             error_type: error_type.to_owned(),
@@ -84,6 +89,18 @@ pub async fn handle(
     }
     let report = match request {
         Request::Ignore { reason } => Report::ignored(reason),
+        Request::Snapshots(event) => {
+            let report = crate::evidence_copy::handle(&deps.clients, &deps.config, &event)
+                .await
+                .inspect_err(
+                    |e| tracing::error!(error = %e, "invalid event; nothing was changed"),
+                )?;
+            println!("{}", report.to_json());
+            if report.has_failures() {
+                return Err(HandlerError::EvidenceAtRisk(Box::new(report)));
+            }
+            return Ok(report);
+        }
         // Either one asks for a dry run; an event cannot lift a deployment's DRY_RUN=true.
         Request::Contain(request) if deps.config.dry_run || request.dry_run => {
             contain::dry_run::plan_all(&deps.clients, &deps.config, &request, invocation_id).await

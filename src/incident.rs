@@ -37,6 +37,8 @@ const REASON: &str = "reason";
 const SNAPSHOTS: &str = "snapshots";
 const LEASE_HOLDER: &str = "snapshot_lease_holder";
 const LEASE_UNTIL: &str = "snapshot_lease_until";
+/// The encrypted copies of the incident's snapshots, a string set of `SOURCE=COPY` pairs.
+pub const ENCRYPTED_COPIES: &str = "encrypted_copies";
 pub const ORIGINAL_INTERFACES: &str = "original_interfaces";
 pub const ORIGINAL_PROFILE: &str = "original_profile";
 pub const ORIGINAL_AUTO_SCALING_GROUP: &str = "original_auto_scaling_group";
@@ -351,6 +353,33 @@ impl IncidentStore {
         snapshots: &[SnapshotRecord],
     ) -> Result<(), AwsError> {
         self.remember(instance_id, SNAPSHOTS, &snapshots).await
+    }
+
+    /// Notes that `copy` is the encrypted copy of the evidence snapshot `source`. Adding to a
+    /// set is idempotent and needs no read, so redeliveries and concurrent invocations converge.
+    /// Only an existing record is written: a record made of this alone would look claimed.
+    pub async fn record_encrypted_copy(
+        &self,
+        instance_id: &str,
+        source: &str,
+        copy: &str,
+    ) -> Result<(), AwsError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(instance_id))
+            .update_expression("ADD #copies :pair")
+            .condition_expression("attribute_exists(#key)")
+            .expression_attribute_names("#copies", ENCRYPTED_COPIES)
+            .expression_attribute_names("#key", KEY)
+            .expression_attribute_values(
+                ":pair",
+                AttributeValue::Ss(vec![format!("{source}={copy}")]),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("UpdateItem"))
     }
 
     /// The end of a containment: its status, and any original state this run observed that no

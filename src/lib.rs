@@ -8,6 +8,7 @@ pub mod aws;
 pub mod config;
 pub mod contain;
 pub mod event;
+pub mod evidence_copy;
 pub mod handler;
 pub mod incident;
 pub mod release;

@@ -21,6 +21,8 @@ pub enum Outcome {
     DryRun,
     /// A release: every instance is back as the incident record says it was.
     Released,
+    /// An EBS snapshot event about evidence was handled (see `evidence`).
+    Evidence,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -29,6 +31,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub instances: Vec<InstanceReport>,
+    /// What an EBS snapshot event did to evidence snapshots ([`crate::evidence_copy`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::evidence_copy::EvidenceReport>,
 }
 
 impl Report {
@@ -37,6 +42,31 @@ impl Report {
             outcome: Outcome::Ignored,
             reason: Some(reason),
             instances: Vec::new(),
+            evidence: Vec::new(),
+        }
+    }
+
+    /// `ignored` when none of the snapshots is evidence, `partial` when anything failed.
+    pub fn from_evidence(
+        reason: String,
+        evidence: Vec<crate::evidence_copy::EvidenceReport>,
+    ) -> Self {
+        use crate::evidence_copy::EvidenceAction;
+        let outcome = if evidence.iter().any(|e| e.action == EvidenceAction::Failed) {
+            Outcome::Partial
+        } else if evidence
+            .iter()
+            .all(|e| e.action == EvidenceAction::NotEvidence)
+        {
+            Outcome::Ignored
+        } else {
+            Outcome::Evidence
+        };
+        Self {
+            outcome,
+            reason: Some(reason),
+            instances: Vec::new(),
+            evidence,
         }
     }
 
@@ -52,6 +82,7 @@ impl Report {
             },
             reason: Some(reason),
             instances,
+            evidence: Vec::new(),
         }
     }
 
@@ -61,6 +92,7 @@ impl Report {
             outcome: Outcome::DryRun,
             reason: Some(reason),
             instances,
+            evidence: Vec::new(),
         }
     }
 
@@ -77,6 +109,7 @@ impl Report {
             },
             reason: Some(reason),
             instances,
+            evidence: Vec::new(),
         }
     }
 
@@ -89,7 +122,10 @@ impl Report {
                 i.outcome,
                 InstanceOutcome::Contained | InstanceOutcome::DryRun | InstanceOutcome::Released
             ) || i.steps.iter().any(|s| s.status == Status::Failed)
-        })
+        }) || self
+            .evidence
+            .iter()
+            .any(|e| e.action == crate::evidence_copy::EvidenceAction::Failed)
     }
 
     pub fn to_json(&self) -> String {

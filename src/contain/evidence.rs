@@ -159,10 +159,6 @@ async fn snapshot(
                 .resource_type(ResourceType::Snapshot)
                 .tags(tag(tags::SNAPSHOT_INSTANCE, &facts.instance_id))
                 .tags(tag(tags::INCIDENT, incident))
-                .tags(tag(
-                    "Name",
-                    &format!("ec2-quarantine {}", facts.instance_id),
-                ))
                 .build(),
         )
         .send()

@@ -431,7 +431,6 @@ async fn create_or_adopt_as(
             TagSpecification::builder()
                 .resource_type(ResourceType::SecurityGroup)
                 .tags(role_tag(role))
-                .tags(Tag::builder().key("Name").value(name).build())
                 .build(),
         )
         .send()
@@ -444,7 +443,6 @@ async fn create_or_adopt_as(
                 .group_name(name)
                 .vpc_id(vpc_id)
                 .tags(role_tag(role))
-                .tags(Tag::builder().key("Name").value(name).build())
                 .ip_permissions_egress(rules::permission_of(&rules::default_egress()))
                 .build();
             Ok((group, true))

@@ -89,7 +89,7 @@ pub fn admit(request: Request, mode: FunctionMode) -> Result<Request, EventError
         (FunctionMode::Release, Request::Contain(_)) => {
             Err(EventError::OnlyRelease("is a containment request"))
         }
-        (FunctionMode::Release, Request::Ignore { .. }) => {
+        (FunctionMode::Release, Request::Ignore { .. } | Request::Snapshots(_)) => {
             Err(EventError::OnlyRelease("event is not a release request"))
         }
         (_, request) => Ok(request),

@@ -12,6 +12,8 @@ mod containment;
 mod credentials;
 /// Dry runs: every read, every change listed, not one mutating call.
 mod dry_run;
+/// Evidence snapshots copied encrypted on their completion events, and the opt-in deletion.
+mod encrypted_evidence;
 /// Faults the emulator cannot produce, injected under the SDK: throttling, denial, hangs.
 mod faults;
 /// GuardDuty findings as a trigger: an instance finding contains it, a low one calls nothing.

@@ -59,3 +59,36 @@ fn the_only_deleting_calls_in_the_code_are_the_allowed_ones() {
         "deleting calls outside aws::DELETING_CALLS_ALLOWED: {unexpected:?}"
     );
 }
+
+/// The function's role may write only `ec2-quarantine:` tag keys (template.yaml, the
+/// `aws:TagKeys` conditions), and AWS refuses a whole create whose tags break that (a group,
+/// snapshots). The emulator does not evaluate IAM, so the code is read instead: every tag key
+/// written as a literal must be one of ours.
+#[test]
+fn the_code_writes_no_tag_key_the_function_role_may_not_write() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests inside the sources read tags; only the code above them writes.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for call in [".key(", " tag(", "(tag("] {
+            for (at, _) in code.match_indices(call) {
+                let rest = code[at + call.len()..].trim_start();
+                if let Some(literal) = rest.strip_prefix('"') {
+                    let key: String = literal.chars().take_while(|c| *c != '"').collect();
+                    if !key.starts_with("ec2-quarantine:") {
+                        let name = file.strip_prefix(&src).unwrap().display().to_string();
+                        found.push(format!("{name}: {key}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "tag keys the function role may not write: {found:?}"
+    );
+}

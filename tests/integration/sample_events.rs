@@ -9,6 +9,8 @@ enum Expected {
     Release(&'static [&'static str]),
     Ignore,
     Invalid,
+    /// An EBS completion event for the encrypted copies of evidence.
+    Snapshots,
 }
 
 /// The ignored GuardDuty findings must say why: one is below the threshold, one is not
@@ -42,6 +44,10 @@ fn expected(file: &str) -> Expected {
         | "guardduty-s3-finding.json" => Expected::Ignore,
         "release-invocation.json" => Expected::Release(ONE),
         "invalid-unknown-shape.json" => Expected::Invalid,
+        "ebs-create-snapshots-succeeded.json"
+        | "ebs-create-snapshots-failed.json"
+        | "ebs-copy-snapshot-succeeded.json"
+        | "ebs-copy-snapshot-failed.json" => Expected::Snapshots,
         other => panic!("events/{other} has no expected decision here: add it"),
     }
 }
@@ -73,6 +79,10 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
                 }
             }
             (Expected::Invalid, Err(EventError::UnknownShape)) => {}
+            (Expected::Snapshots, Ok(Request::Snapshots(event))) => {
+                assert_eq!(event.succeeded, name.ends_with("-succeeded.json"), "{name}");
+                assert_eq!(event.region.as_deref(), Some("us-east-1"), "{name}");
+            }
             (_, other) => panic!("{name}: unexpected decision {other:?}"),
         }
         seen += 1;

@@ -36,7 +36,10 @@ from template_helpers import (
 
 TAG_RULE = "QuarantineTagRule"
 GUARDDUTY_RULE = "GuardDutyFindingRule"
-RULES = (TAG_RULE, GUARDDUTY_RULE)
+# Encrypted evidence (on when SnapshotKmsKeyArn is set): EBS's completion events.
+SET_RULE = "SnapshotSetCompletedRule"
+COPY_RULE = "SnapshotCopyCompletedRule"
+RULES = (TAG_RULE, GUARDDUTY_RULE, SET_RULE, COPY_RULE)
 
 # The rule that must deliver it (and the other must not); False: no rule may deliver it.
 # None: not an EventBridge event at all (direct invocation payloads), so no rule can ever see it.
@@ -52,6 +55,10 @@ EXPECTED = {
     "guardduty-instance-high.json": GUARDDUTY_RULE,
     "guardduty-instance-low.json": False,
     "guardduty-s3-finding.json": False,
+    "ebs-create-snapshots-succeeded.json": SET_RULE,
+    "ebs-create-snapshots-failed.json": SET_RULE,
+    "ebs-copy-snapshot-succeeded.json": COPY_RULE,
+    "ebs-copy-snapshot-failed.json": COPY_RULE,
     "direct-invocation.json": None,
     "direct-invocation-dry-run.json": None,
     "release-invocation.json": None,
@@ -60,6 +67,7 @@ EXPECTED = {
 EVENTBRIDGE = sorted(n for n, e in EXPECTED.items() if e is not None)
 TAG_EVENTS = [n for n in EVENTBRIDGE if n.startswith("tag-")]
 GUARDDUTY_EVENTS = [n for n in EVENTBRIDGE if n.startswith("guardduty-")]
+EBS_EVENTS = [n for n in EVENTBRIDGE if n.startswith("ebs-")]
 
 ENVELOPE_KEYS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
 DETAIL_KEYS = {"changed-tag-keys", "service", "resource-type", "version", "tags"}
@@ -178,6 +186,10 @@ def rule_pattern(template: dict, rule_name: str = TAG_RULE, **overrides: str) ->
     rule = template["Resources"][rule_name]
     assert rule["Type"] == "AWS::Events::Rule"
     raw = rule["Properties"]["EventPattern"]
+    if rule_name in (SET_RULE, COPY_RULE):
+        # No parameter in these: a plain YAML mapping.
+        assert "Fn::Sub" not in raw and not overrides
+        return raw
     assert isinstance(raw, dict) and "Fn::Sub" in raw, "EventPattern is expected to be a !Sub JSON string"
     variables = {**parameter_defaults(template), **overrides}
     return json.loads(render_sub(raw, variables))
@@ -445,3 +457,76 @@ def test_events_readme_lists_every_file_with_the_rule_decision():
             assert rows[name][1] == "act"
         if expected is False:
             assert rows[name][1] == "ignore"
+
+
+# ---------------------------------------------------------------------------------------
+# encrypted evidence: the EBS completion events
+# ---------------------------------------------------------------------------------------
+_SET = {
+    "source": ["aws.ec2"],
+    "detail-type": ["EBS Multi-Volume Snapshots Completion Status"],
+    "detail": {"event": ["createSnapshots"], "result": ["succeeded", "failed"]},
+}
+_COPY = {
+    "source": ["aws.ec2"],
+    "detail-type": ["EBS Snapshot Notification"],
+    "detail": {"event": ["copySnapshot"], "result": ["succeeded", "failed"]},
+}
+
+
+def test_encrypted_evidence_rule_patterns(template):
+    assert rule_pattern(template, SET_RULE) == _SET
+    assert rule_pattern(template, COPY_RULE) == _COPY
+
+
+def _ebs(detail_type, detail) -> dict:
+    return _envelope("aws.ec2", detail_type, ["arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"], detail)
+
+
+@pytest.mark.parametrize(
+    "case,pattern,event,expected",
+    [
+        ("a copy completed", _COPY, _ebs("EBS Snapshot Notification", {"event": "copySnapshot", "result": "succeeded"}), True),
+        ("a copy failed", _COPY, _ebs("EBS Snapshot Notification", {"event": "copySnapshot", "result": "failed"}), True),
+        # Other snapshot notifications share the detail-type: never delivered.
+        ("a single snapshot completed", _COPY, _ebs("EBS Snapshot Notification", {"event": "createSnapshot", "result": "succeeded"}), False),
+        ("a snapshot was shared", _COPY, _ebs("EBS Snapshot Notification", {"event": "shareSnapshot", "result": "succeeded"}), False),
+        ("a snapshot was locked", _COPY, _ebs("EBS Snapshot Notification", {"event": "lockSnapshot", "result": "succeeded"}), False),
+        ("a set completed", _SET, _ebs("EBS Multi-Volume Snapshots Completion Status", {"event": "createSnapshots", "result": "succeeded"}), True),
+        ("a set of another source", _SET, {**_ebs("EBS Multi-Volume Snapshots Completion Status", {"event": "createSnapshots", "result": "succeeded"}), "source": "aws.ebs"}, False),
+        ("a copy event under the set's detail-type", _SET, _ebs("EBS Multi-Volume Snapshots Completion Status", {"event": "copySnapshot", "result": "succeeded"}), False),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_encrypted_evidence_rules_select_only_these_events(matcher, case, pattern, event, expected):
+    assert matcher.matches(pattern, event) is expected, case
+
+
+@pytest.mark.parametrize("name", EBS_EVENTS)
+def test_ebs_samples_have_the_documented_shape(name):
+    """The EBS User Guide's examples ("Amazon EventBridge events for Amazon EBS")."""
+    e = load_event(name)
+    assert set(e) == ENVELOPE_KEYS
+    assert e["version"] == "0" and _UUID.match(e["id"]), e["id"]
+    assert e["source"] == "aws.ec2"
+    assert (e["account"], e["region"]) == (ACCOUNT, REGION)
+    assert _TIME.match(e["time"]), e["time"]
+    d = e["detail"]
+    assert d["result"] in ("succeeded", "failed")
+    assert (d["cause"] == "") == (d["result"] == "succeeded")
+    assert _TIME.match(d["startTime"]) and _TIME.match(d["endTime"])
+    snapshot_arn = re.compile(r"^arn:aws:ec2:(us-east-1:|:us-east-1):snapshot/snap-[0-9a-f]{17}$")
+    if e["detail-type"] == "EBS Multi-Volume Snapshots Completion Status":
+        assert d["event"] == "createSnapshots"
+        assert d["snapshots"], "a set names its snapshots"
+        assert [s["snapshot_id"] for s in d["snapshots"]] == e["resources"]
+        for s in d["snapshots"]:
+            assert snapshot_arn.match(s["snapshot_id"]), s
+            assert re.match(r"^arn:aws:ec2:(us-east-1:|:us-east-1):volume/vol-[0-9a-f]{17}$", s["source"]), s
+            assert s["status"] == ("completed" if d["result"] == "succeeded" else "error")
+    else:
+        assert e["detail-type"] == "EBS Snapshot Notification"
+        assert d["event"] == "copySnapshot"
+        assert e["resources"] == [d["snapshot_id"]]
+        assert snapshot_arn.match(d["snapshot_id"]) and snapshot_arn.match(d["source"])
+        assert d["snapshot_id"] != d["source"]

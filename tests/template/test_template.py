@@ -47,6 +47,8 @@ ENV_CONTRACT = {
     "FORENSIC_INGRESS_PORTS": ("ForensicIngressPorts", "22"),
     "MAX_CONCURRENT_INSTANCES": ("MaxConcurrentInstances", "10"),
     "GUARDDUTY_MIN_SEVERITY": ("GuardDutyMinSeverity", "7"),
+    "SNAPSHOT_KMS_KEY_ID": ("SnapshotKmsKeyArn", ""),
+    "DELETE_UNENCRYPTED_SNAPSHOTS": ("DeleteUnencryptedSnapshots", "false"),
     "ISOLATION_INSTANCE_PROFILE": (None, None),
     "INCIDENT_TABLE": (None, None),
     "FUNCTION_MODE": (None, None),
@@ -193,6 +195,13 @@ def test_isolation_profile_variable_is_the_stacks_profile(template):
         ("ForensicIngressCidrs", ["", "10.0.0.0/8", "10.0.0.0/8,2001:db8::/32"], ["10.0.0.0/8, 1.2.3.4/32", '"']),
         ("ForensicIngressPorts", ["22", "22,3389"], ["", "22 ", "ssh", "22,"]),
         ("IsolationSecurityGroupName", ["ec2-quarantine-isolation"], ["sg-123", ""]),
+        (
+            "SnapshotKmsKeyArn",
+            ["", "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+             "arn:aws:kms:eu-west-1:210987654321:key/mrk-1234abcd12ab34cd56ef1234567890ab"],
+            ["alias/evidence", "1234abcd-12ab-34cd-56ef-1234567890ab",
+             "arn:aws:kms:us-east-1:123456789012:alias/evidence", "arn:aws:kms:us-east-1:123456789012:key/*"],
+        ),
     ],
 )
 def test_parameter_patterns(template, param, good, bad):
@@ -369,7 +378,12 @@ def test_no_named_iam_resources(template):
 # ---------------------------------------------------------------------------------------
 # The rules that invoke the function: the tag rule always, the GuardDuty rule only when its
 # parameter turns it on (None: unconditional).
-RULES = {"QuarantineTagRule": None, "GuardDutyFindingRule": "GuardDutyTriggerOn"}
+RULES = {
+    "QuarantineTagRule": None,
+    "GuardDutyFindingRule": "GuardDutyTriggerOn",
+    "SnapshotSetCompletedRule": "EncryptedEvidenceOn",
+    "SnapshotCopyCompletedRule": "EncryptedEvidenceOn",
+}
 
 
 def test_the_rules_are_the_tag_rule_and_the_optional_guardduty_rule(template):
@@ -582,3 +596,89 @@ def test_the_email_subscription_exists_only_when_an_address_is_given(template):
         assert sub["Condition"] == "HasNotificationEmail"
         assert sub["Properties"]["Protocol"] == "email"
     assert template["Parameters"]["NotificationEmail"]["Default"] == ""
+
+
+# ---------------------------------------------------------------------------------------
+# encrypted evidence
+# ---------------------------------------------------------------------------------------
+SAMPLE_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+ENCRYPTED_EVIDENCE_ACTIONS = {
+    "ec2:CopySnapshot",
+    "ec2:CreateTags",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:Decrypt",
+    "kms:CreateGrant",
+}
+
+
+def _attached_policy(template, name, condition):
+    fn_role, _ = function_role(template)
+    policy = template["Resources"][name]
+    assert policy["Type"] == "AWS::IAM::Policy"
+    assert policy.get("Condition") == condition, f"{name} exists only with {condition}"
+    assert [ref(r) for r in policy["Properties"]["Roles"]] == [fn_role]
+    return as_list(policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def test_encrypted_evidence_is_off_by_default_and_deletion_needs_a_key(template):
+    params = template["Parameters"]
+    assert params["SnapshotKmsKeyArn"]["Default"] == ""
+    assert params["DeleteUnencryptedSnapshots"]["Default"] == "false"
+    assert params["DeleteUnencryptedSnapshots"]["AllowedValues"] == ["true", "false"]
+    c = template["Conditions"]
+    assert c["EncryptedEvidenceOn"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SnapshotKmsKeyArn"}, ""]}]}
+    assert c["DeleteUnencryptedSnapshotsOn"] == {
+        "Fn::And": [{"Condition": "EncryptedEvidenceOn"}, {"Fn::Equals": [{"Ref": "DeleteUnencryptedSnapshots"}, "true"]}]
+    }
+    rule = template["Rules"]["DeletionNeedsAKey"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "DeleteUnencryptedSnapshots"}, "true"]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SnapshotKmsKeyArn"}, ""]}]}
+
+
+def test_encrypted_evidence_permissions_copy_and_tag_and_use_only_the_key_through_ec2(template):
+    stmts = _attached_policy(template, "EncryptedEvidencePolicy", "EncryptedEvidenceOn")
+    actions = {a for s in stmts for a in as_list(s["Action"])}
+    assert actions == ENCRYPTED_EVIDENCE_ACTIONS
+    sar = service_authorization_data()
+    for s in stmts:
+        assert s["Effect"] == "Allow"
+        for action in as_list(s["Action"]):
+            assert "*" not in action
+            service, name = action.split(":")
+            rtypes = sar[service]["Actions"][name.lower()]["Resources"]
+            for res in as_list(s["Resource"]):
+                arn = SAMPLE_KEY if ref(res) == "SnapshotKmsKeyArn" else sample_value(template, res)
+                assert any(arn_matches_resource_type(sar, service, t, arn) for t in rtypes), (action, arn)
+            if service == "kms":
+                # The key, and only through EC2: the function never calls KMS itself.
+                assert [ref(r) for r in as_list(s["Resource"])] == ["SnapshotKmsKeyArn"]
+                assert s["Condition"]["StringEquals"]["kms:ViaService"] == {"Fn::Sub": "ec2.${AWS::Region}.amazonaws.com"}
+            if action == "kms:CreateGrant":
+                assert s["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+            if action == "ec2:CreateTags":
+                c = s["Condition"]
+                assert c["StringEquals"] == {"ec2:CreateAction": "CopySnapshot"}
+                assert c["ForAllValues:StringLike"]["aws:TagKeys"] == ["ec2-quarantine:*"]
+                assert c["Null"]["aws:TagKeys"] == "false"
+
+
+def test_only_unencrypted_evidence_snapshots_can_be_deleted_and_only_when_asked(template):
+    stmts = _attached_policy(template, "DeleteUnencryptedEvidencePolicy", "DeleteUnencryptedSnapshotsOn")
+    (s,) = stmts
+    assert (s["Effect"], as_list(s["Action"])) == ("Allow", ["ec2:DeleteSnapshot"])
+    assert [sample_value(template, r) for r in as_list(s["Resource"])] == [f"arn:aws:ec2:{REGION}::snapshot/*"]
+    assert s["Condition"] == {
+        "Null": {"aws:ResourceTag/ec2-quarantine:instance-id": "false", "aws:ResourceTag/ec2-quarantine:incident": "false"},
+        "Bool": {"ec2:Encrypted": "false"},
+    }
+    # Nowhere else: the role's own policy never deletes a snapshot.
+    _, role = function_role(template)
+    assert not any("ec2:DeleteSnapshot" in as_list(st["Action"]) for st in role_statements(role))
+    policies = resources_of_type(template, "AWS::IAM::Policy")
+    deleting = [n for n, p in policies.items()
+                if any("ec2:DeleteSnapshot" in as_list(st["Action"]) for st in as_list(p["Properties"]["PolicyDocument"]["Statement"]))]
+    assert deleting == ["DeleteUnencryptedEvidencePolicy"]

@@ -1,0 +1,141 @@
+//! A snapshot set completed ("EBS Multi-Volume Snapshots Completion Status"): start the
+//! encrypted copy of each unencrypted evidence snapshot in it, once.
+
+use super::key::KmsKeyRef;
+use super::plan::{self, CopyPlan, SnapshotFacts};
+use super::snapshots;
+use super::{failed, item, not_evidence, record, EvidenceAction, EvidenceReport};
+use crate::aws::{AwsError, Clients};
+use crate::evidence_copy::event::SnapshotEvent;
+use crate::incident::IncidentStore;
+
+pub(super) async fn handle(
+    clients: &Clients,
+    store: &IncidentStore,
+    key: &KmsKeyRef,
+    region: &str,
+    event: &SnapshotEvent,
+    ids: &[String],
+) -> Vec<EvidenceReport> {
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let facts = match snapshots::describe(clients, &id_refs).await {
+        Ok(facts) => facts,
+        Err(e) => return ids.iter().map(|id| failed(id, e.clone())).collect(),
+    };
+    if !event.succeeded {
+        return ids
+            .iter()
+            .map(|id| match facts.get(id) {
+                Some(f) if !f.is_evidence() => not_evidence(id),
+                found => EvidenceReport {
+                    instance_id: found.and_then(|f| f.instance_id().map(str::to_owned)),
+                    ..item(
+                        id,
+                        EvidenceAction::Failed,
+                        format!(
+                            "the snapshot set failed ({}); {}: contain the instance again to \
+                             take new evidence snapshots",
+                            event.cause,
+                            match found {
+                                Some(f) => format!("{id} is {}", f.state),
+                                None => format!(
+                                    "{id} cannot be read, so it may be evidence of this function"
+                                ),
+                            }
+                        ),
+                    )
+                },
+            })
+            .collect();
+    }
+    let mut reports = Vec::new();
+    let mut to_copy: Vec<&SnapshotFacts> = Vec::new();
+    for id in ids {
+        let Some(f) = facts.get(id) else {
+            reports.push(not_evidence(id));
+            continue;
+        };
+        let with_instance = |r: EvidenceReport| EvidenceReport {
+            instance_id: f.instance_id().map(str::to_owned),
+            ..r
+        };
+        match plan::plan_copy(f) {
+            CopyPlan::NotEvidence => reports.push(not_evidence(id)),
+            CopyPlan::AlreadyEncrypted => reports.push(with_instance(item(
+                id,
+                EvidenceAction::AlreadyEncrypted,
+                format!(
+                    "already encrypted ({}): nothing to copy",
+                    f.kms_key_id.as_deref().unwrap_or("key not named")
+                ),
+            ))),
+            CopyPlan::NotCompleted(state) => reports.push(with_instance(item(
+                id,
+                EvidenceAction::Failed,
+                format!("{id} is {state}, not completed: it is copied when the event is retried"),
+            ))),
+            CopyPlan::Copy => to_copy.push(f),
+        }
+    }
+    if to_copy.is_empty() {
+        return reports;
+    }
+    let sources: Vec<&str> = to_copy.iter().map(|f| f.id.as_str()).collect();
+    let existing = match snapshots::existing_copies(clients, &sources).await {
+        Ok(existing) => existing,
+        Err(e) => {
+            reports.extend(sources.iter().map(|id| failed(id, e.clone())));
+            return reports;
+        }
+    };
+    for source in to_copy {
+        let report = match existing.get(&source.id) {
+            Some(copy) => EvidenceReport {
+                copy_id: Some(copy.id.clone()),
+                ..item(
+                    &source.id,
+                    EvidenceAction::CopyExists,
+                    format!(
+                        "encrypted copy {} ({}) already made: no second copy",
+                        copy.id, copy.state
+                    ),
+                )
+            },
+            None => match start_copy(clients, key, region, source).await {
+                Ok(copy_id) => EvidenceReport {
+                    copy_id: Some(copy_id.clone()),
+                    ..item(
+                        &source.id,
+                        EvidenceAction::CopyStarted,
+                        format!("copying to {copy_id}, encrypted with {key}"),
+                    )
+                },
+                Err(e) => failed(&source.id, e),
+            },
+        };
+        reports.push(record(store, source, report).await);
+    }
+    reports
+}
+
+/// The copy, and a read-back that it exists with the tag that names its source.
+async fn start_copy(
+    clients: &Clients,
+    key: &KmsKeyRef,
+    region: &str,
+    source: &SnapshotFacts,
+) -> Result<String, AwsError> {
+    let copy_id = snapshots::copy(clients, source, key, region).await?;
+    let read = snapshots::describe(clients, &[&copy_id]).await?;
+    match read.get(&copy_id) {
+        Some(copy) if copy.copy_of() == Some(&source.id) => Ok(copy_id),
+        Some(_) => Err(AwsError::local(
+            "DescribeSnapshots",
+            format!("{copy_id} does not carry the {} tag", plan::COPY_OF),
+        )),
+        None => Err(AwsError::local(
+            "DescribeSnapshots",
+            format!("read back no snapshot {copy_id}"),
+        )),
+    }
+}
