@@ -112,6 +112,7 @@ async fn one_containment(group_exists: bool) -> Figures {
     let deps = Deps {
         clients: Clients::new(&with_faults(&s.account.sdk, &faults)),
         config: s.config(&[]),
+        accounts: support::accounts(&s.account.sdk, &support::CallLog::default()),
     };
     let t0 = Instant::now();
     let report = handle(trigger(&[&s.instance_id]), &support::unique("bench"), &deps)
@@ -188,6 +189,7 @@ async fn fleet() -> (Duration, usize, usize) {
     let deps = Deps {
         clients: Clients::new(&patient),
         config: s.config(&[("CLAIM_TIMEOUT_MS", "120000")]),
+        accounts: support::accounts(&patient, &support::CallLog::default()),
     };
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let t0 = Instant::now();

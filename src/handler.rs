@@ -6,6 +6,7 @@
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 
+use crate::accounts::{self, Accounts, Target};
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::contain;
@@ -16,6 +17,8 @@ use crate::report::Report;
 pub struct Deps {
     pub clients: Clients,
     pub config: Config,
+    /// The function's own account, and the clients of the member accounts it contains in.
+    pub accounts: Accounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,8 @@ pub async fn function_handler(
     event: LambdaEvent<Value>,
     deps: &Deps,
 ) -> Result<Report, HandlerError> {
+    deps.accounts
+        .learn_own_account(&event.context.invoked_function_arn);
     handle(event.payload, &event.context.request_id, deps).await
 }
 
@@ -76,14 +81,46 @@ pub async fn handle(
     }
     let report = match request {
         Request::Ignore { reason } => Report::ignored(reason),
-        Request::Contain(request) => {
-            contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
-        }
+        Request::Contain(request) => contain_in_account(request, invocation_id, deps).await?,
     };
     // One line of JSON, so that log queries can read the report as fields.
     println!("{}", report.to_json());
     if report.has_failures() {
         return Err(HandlerError::ContainmentIncomplete(Box::new(report)));
     }
+    Ok(report)
+}
+
+/// Contains the request's instances in their account: the function's own, or a member's with
+/// the member role. Another account without `MEMBER_ROLE_NAME` is refused with no call.
+async fn contain_in_account(
+    mut request: ContainRequest,
+    invocation_id: &str,
+    deps: &Deps,
+) -> Result<Report, HandlerError> {
+    let target = deps
+        .accounts
+        .target(
+            request.account.as_deref(),
+            deps.config.member_role.as_deref(),
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "invalid event; nothing was changed"))?;
+    let mut report = match target {
+        Target::Own(account) => {
+            request.account = account;
+            contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
+        }
+        Target::Member(member) => match deps.accounts.clients_for(&member, &deps.clients).await {
+            Ok(clients) => {
+                let config = accounts::config_in(&deps.config, &member.account);
+                contain::contain_all(&clients, &config, &request, invocation_id).await
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "the member role could not be assumed");
+                accounts::not_reached(&request, &error)
+            }
+        },
+    };
+    report.account = request.account;
     Ok(report)
 }

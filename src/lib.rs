@@ -4,6 +4,7 @@
 //! done; `config` and `aws` are read and built once at start, and `handler` ties them together
 //! for the Lambda runtime.
 
+pub mod accounts;
 pub mod aws;
 pub mod config;
 pub mod contain;

@@ -23,6 +23,9 @@ pub struct Report {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The account the instances are in, when the event named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub instances: Vec<InstanceReport>,
 }
 
@@ -31,6 +34,7 @@ impl Report {
         Self {
             outcome: Outcome::Ignored,
             reason: Some(reason),
+            account: None,
             instances: Vec::new(),
         }
     }
@@ -46,6 +50,7 @@ impl Report {
                 Outcome::Partial
             },
             reason: Some(reason),
+            account: None,
             instances,
         }
     }
@@ -115,6 +120,8 @@ pub enum Step {
     KeepVolumes,
     SnapshotVolumes,
     TagInstance,
+    /// Taking the member role of the instance's account; when it fails, nothing else runs.
+    AssumeMemberRole,
 }
 
 impl Step {
