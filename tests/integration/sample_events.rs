@@ -4,8 +4,12 @@ use ec2_quarantine::event::{EventError, Request};
 
 use crate::support::config;
 
+/// The member account of the `member-*` samples.
+const MEMBER: &str = "111122223333";
+
 enum Expected {
     Contain(&'static [&'static str]),
+    Member(&'static [&'static str]),
     Ignore,
     Invalid,
 }
@@ -27,6 +31,10 @@ fn expected(file: &str) -> Expected {
         "tag-quarantine-instance.json"
         | "direct-invocation.json"
         | "guardduty-instance-high.json" => Expected::Contain(ONE),
+        // In the member account 111122223333 (the handler decides whether it may act there).
+        "member-tag-quarantine-instance.json"
+        | "member-guardduty-instance-high.json"
+        | "member-direct-invocation.json" => Expected::Member(ONE),
         "tag-quarantine-two-instances.json" => {
             Expected::Contain(&["i-0123456789abcdef0", "i-0fedcba9876543210"])
         }
@@ -57,7 +65,12 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
         let decision = Request::from_slice(&std::fs::read(&path).unwrap(), &trigger);
         match (expected(&name), decision) {
             (Expected::Contain(ids), Ok(Request::Contain(request))) => {
-                assert_eq!(request.instance_ids, ids, "{name}")
+                assert_eq!(request.instance_ids, ids, "{name}");
+                assert_ne!(request.account.as_deref(), Some(MEMBER), "{name}");
+            }
+            (Expected::Member(ids), Ok(Request::Contain(request))) => {
+                assert_eq!(request.instance_ids, ids, "{name}");
+                assert_eq!(request.account.as_deref(), Some(MEMBER), "{name}");
             }
             (Expected::Ignore, Ok(Request::Ignore { reason })) => {
                 assert!(!reason.is_empty(), "{name}");
@@ -71,7 +84,7 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
         seen += 1;
     }
     assert!(
-        seen >= 13,
+        seen >= 16,
         "expected the sample events in {}",
         dir.display()
     );

@@ -47,6 +47,7 @@ ENV_CONTRACT = {
     "GUARDDUTY_MIN_SEVERITY": ("GuardDutyMinSeverity", "7"),
     "ISOLATION_INSTANCE_PROFILE": (None, None),
     "INCIDENT_TABLE": (None, None),
+    "MEMBER_ROLE_NAME": (None, None),
 }
 
 # Every AWS call the function makes (the brief's list). The role must allow exactly these.
