@@ -1,8 +1,8 @@
 //! ec2-quarantine: contains a compromised EC2 instance when a quarantine tag is set on it.
 //!
 //! `event` decides what an inbound event asks for, `contain` does it, `report` says what was
-//! done; `config` and `aws` are read and built once at start, and `handler` ties them together
-//! for the Lambda runtime.
+//! done; `config` and `aws` are read and built once at start, `accounts` reaches the member
+//! accounts an event may name, and `handler` ties them together for the Lambda runtime.
 
 pub mod accounts;
 pub mod aws;
