@@ -252,7 +252,7 @@ pub fn config_in(config: &Config, account: &str) -> Config {
 
 /// What a request whose member role could not be assumed reports: every instance not
 /// contained, with the reason, so that the invocation fails and is retried.
-pub fn not_reached(request: &ContainRequest, error: &AwsError) -> Report {
+pub fn not_reached(request: &ContainRequest, error: &AwsError, ms: u64) -> Report {
     let instances = request
         .instance_ids
         .iter()
@@ -265,7 +265,7 @@ pub fn not_reached(request: &ContainRequest, error: &AwsError) -> Report {
                 step: Step::AssumeMemberRole,
                 status: Status::Failed,
                 detail: error.to_string(),
-                ms: 0,
+                ms,
                 error: Some(error.clone()),
             }],
             snapshots: Vec::new(),

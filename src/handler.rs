@@ -110,16 +110,19 @@ async fn contain_in_account(
             request.account = account;
             contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
         }
-        Target::Member(member) => match deps.accounts.clients_for(&member, &deps.clients).await {
-            Ok(clients) => {
-                let config = accounts::config_in(&deps.config, &member.account);
-                contain::contain_all(&clients, &config, &request, invocation_id).await
+        Target::Member(member) => {
+            let started = std::time::Instant::now();
+            match deps.accounts.clients_for(&member, &deps.clients).await {
+                Ok(clients) => {
+                    let config = accounts::config_in(&deps.config, &member.account);
+                    contain::contain_all(&clients, &config, &request, invocation_id).await
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "the member role could not be assumed");
+                    accounts::not_reached(&request, &error, started.elapsed().as_millis() as u64)
+                }
             }
-            Err(error) => {
-                tracing::error!(error = %error, "the member role could not be assumed");
-                accounts::not_reached(&request, &error)
-            }
-        },
+        }
     };
     report.account = request.account;
     Ok(report)
