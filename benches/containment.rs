@@ -117,6 +117,7 @@ async fn one_containment(group_exists: bool, cut_tracked: bool) -> Figures {
             "CUT_TRACKED_CONNECTIONS",
             if cut_tracked { "true" } else { "false" },
         )]),
+        accounts: support::accounts(&s.account.sdk, &support::CallLog::default()),
     };
     let t0 = Instant::now();
     let report = handle(trigger(&[&s.instance_id]), &support::unique("bench"), &deps)
@@ -193,6 +194,7 @@ async fn fleet() -> (Duration, usize, usize) {
     let deps = Deps {
         clients: Clients::new(&patient),
         config: s.config(&[("CLAIM_TIMEOUT_MS", "120000")]),
+        accounts: support::accounts(&patient, &support::CallLog::default()),
     };
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let t0 = Instant::now();

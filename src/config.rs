@@ -108,6 +108,9 @@ pub struct Config {
     /// `DELETE_UNENCRYPTED_SNAPSHOTS`: delete an unencrypted evidence snapshot once its
     /// encrypted copy is verified. Off by default: evidence is kept unless asked otherwise.
     pub unencrypted_snapshot_deletion: bool,
+    /// The role (`[PATH/]NAME`) the function assumes in another account to contain an instance
+    /// there (`MEMBER_ROLE_NAME`); `None`: instances of other accounts are refused.
+    pub member_role: Option<String>,
 }
 
 /// What one deployment of the binary does (`FUNCTION_MODE`). The two run as separate functions
@@ -152,6 +155,7 @@ pub const DRY_RUN: &str = "DRY_RUN";
 pub const FUNCTION_MODE: &str = "FUNCTION_MODE";
 pub const SNAPSHOT_KMS_KEY_ID: &str = "SNAPSHOT_KMS_KEY_ID";
 pub const DELETE_UNENCRYPTED_SNAPSHOTS: &str = "DELETE_UNENCRYPTED_SNAPSHOTS";
+pub const MEMBER_ROLE_NAME: &str = "MEMBER_ROLE_NAME";
 
 impl Config {
     /// Reads the process environment.
@@ -207,6 +211,7 @@ impl Config {
                 DELETE_UNENCRYPTED_SNAPSHOTS,
                 get(DELETE_UNENCRYPTED_SNAPSHOTS, "false"),
             )?,
+            member_role: member_role(lookup(MEMBER_ROLE_NAME))?,
         }
         .checked_evidence_deletion()
     }
@@ -357,6 +362,33 @@ fn instance_profile(value: Option<String>) -> Result<InstanceProfileRef, ConfigE
         ));
     }
     Ok(InstanceProfileRef::Name(value))
+}
+
+/// `NAME` or `PATH/NAME`, as IAM allows them: the role ARN is `arn:...:role/` and this. An
+/// empty value is the same as unset (the template passes an empty parameter through).
+fn member_role(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let segment = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+    };
+    let (path, name) = value.rsplit_once('/').unwrap_or(("", value.as_str()));
+    let valid = name.len() <= 64
+        && segment(name)
+        && path.len() <= 510
+        && (path.is_empty() || path.split('/').all(segment));
+    if !valid {
+        return Err(invalid(
+            MEMBER_ROLE_NAME,
+            &value,
+            "expected a role name (1 to 64 of A-Z a-z 0-9 + = , . @ _ -), optionally after its \
+             IAM path without the leading and trailing slash (ec2-quarantine/member-responder)",
+        ));
+    }
+    Ok(Some(value))
 }
 
 fn is_profile_name(name: &str) -> bool {
@@ -707,6 +739,36 @@ mod tests {
                 err.to_string().starts_with(variable),
                 "error for {variable}={value:?} must name it: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_member_role_is_unset_by_default_and_may_carry_a_path() {
+        let role = |value: Option<&str>| {
+            let mut vars = vec![
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+            ];
+            vars.extend(value.map(|v| (MEMBER_ROLE_NAME, v)));
+            config(&vars).map(|c| c.member_role)
+        };
+        assert_eq!(role(None), Ok(None));
+        assert_eq!(role(Some("")), Ok(None));
+        assert_eq!(role(Some("responder")), Ok(Some("responder".into())));
+        assert_eq!(
+            role(Some("ec2-quarantine/member-responder")),
+            Ok(Some("ec2-quarantine/member-responder".into()))
+        );
+        for bad in [
+            "/ec2-quarantine/responder",
+            "ec2-quarantine/",
+            "a//b",
+            "has space",
+            "arn:aws:iam::123456789012:role/x",
+            &"r".repeat(65),
+        ] {
+            let err = role(Some(bad)).expect_err(bad);
+            assert!(err.to_string().starts_with(MEMBER_ROLE_NAME), "{err}");
         }
     }
 

@@ -50,6 +50,9 @@ pub struct ContainRequest {
     /// A direct invocation's `"dry_run": true`: report what would change, change nothing.
     /// EventBridge events never set it; `DRY_RUN` in the configuration applies to them.
     pub dry_run: bool,
+    /// The account the instances are in: a tag event's `account`, a GuardDuty finding's
+    /// `detail.accountId`, a direct invocation's optional `account`. `None`: the function's own.
+    pub account: Option<String>,
 }
 
 /// More instances than one invocation can contain within the function's timeout; a larger
@@ -71,13 +74,27 @@ pub enum EventError {
     #[error("the GuardDuty finding is malformed: {0}")]
     MalformedFinding(String),
     #[error(
-        "the GuardDuty finding is about account {finding} but the event comes from account \
-         {event} (findings aggregated in a GuardDuty administrator account): cross-account \
-         containment is not supported; deploy the function in account {finding}"
+        "the instances are in account {account}, not in this function's account {own}, and \
+         MEMBER_ROLE_NAME is not set: containment in other accounts is off (see README, \"Many \
+         accounts\"); nothing was changed"
     )]
-    OtherAccount { finding: String, event: String },
+    OtherAccount { account: String, own: String },
     #[error("the EBS snapshot event is malformed: {0}")]
     MalformedSnapshotEvent(String),
+    #[error(
+        "the instances are in account {0}, but this function's own account is not known (no \
+         invoked function ARN), so it cannot tell whether that is another account; nothing was \
+         changed"
+    )]
+    OwnAccountUnknown(String),
+    #[error("{0:?} is not an AWS account id (expected 12 digits)")]
+    BadAccount(String),
+    #[error("the resource {arn} is in account {resource}, not in the event's account {event}")]
+    ResourceInOtherAccount {
+        arn: String,
+        resource: String,
+        event: String,
+    },
     #[error("the direct invocation is malformed: {0}")]
     MalformedDirect(String),
     #[error("the event names no instance (resources is {0})")]
@@ -136,7 +153,7 @@ impl Request {
 /// field. Unknown fields are rejected rather than ignored: a misspelt option in a security tool
 /// must fail loudly, not be silently dropped.
 fn direct(value: Value) -> Result<Request, EventError> {
-    const FIELDS: [&str; 4] = ["action", "instance_ids", "reason", "dry_run"];
+    const FIELDS: [&str; 5] = ["action", "instance_ids", "reason", "dry_run", "account"];
     let malformed = |message: String| EventError::MalformedDirect(message);
     let Value::Object(map) = value else {
         return Err(malformed("expected an object".to_owned()));
@@ -212,6 +229,15 @@ fn direct(value: Value) -> Result<Request, EventError> {
             )))
         }
     }
+    let account = match map.get("account") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(account)) => Some(validated_account(account)?),
+        Some(other) => {
+            return Err(malformed(format!(
+                "account must be a string of 12 digits, not {other}"
+            )))
+        }
+    };
     Ok(Request::Contain(ContainRequest {
         instance_ids: validated_ids(ids)?,
         reason: reason
@@ -220,6 +246,7 @@ fn direct(value: Value) -> Result<Request, EventError> {
         event_id: None,
         region: None,
         dry_run,
+        account,
     }))
 }
 
@@ -278,12 +305,32 @@ fn eventbridge(value: Value, trigger: &Trigger) -> Result<Request, EventError> {
         .iter()
         .map(|arn| instance_id_from_arn(arn))
         .collect::<Result<Vec<_>, _>>()?;
+    // Forwarded from a member account's bus, the event keeps that account: the instances are
+    // there. Each resource ARN must agree, or the event would act on the wrong account.
+    let account = event
+        .account
+        .as_deref()
+        .map(validated_account)
+        .transpose()?;
+    if let Some(account) = &account {
+        for arn in &resources {
+            let resource = arn.split(':').nth(4).unwrap_or_default();
+            if resource != account {
+                return Err(EventError::ResourceInOtherAccount {
+                    arn: arn.clone(),
+                    resource: resource.to_owned(),
+                    event: account.clone(),
+                });
+            }
+        }
+    }
     Ok(Request::Contain(ContainRequest {
         instance_ids: validated_ids(ids)?,
         reason: format!("tag {}={} set", trigger.key, trigger.value),
         event_id: event.id.filter(|id| !id.is_empty()),
         region: event.region,
         dry_run: false,
+        account,
     }))
 }
 
@@ -396,18 +443,6 @@ fn guardduty(event: EventBridgeEvent<Value>, trigger: &Trigger) -> Result<Reques
             finding.severity, trigger.guardduty_min_severity
         )));
     }
-    // An administrator account receives its members' findings; their instances are out of
-    // this function's reach (its role is in this account), so acting would fail late and
-    // partially. Refuse before any call instead.
-    match event.account.as_deref() {
-        Some(account) if account == finding.account_id => {}
-        other => {
-            return Err(EventError::OtherAccount {
-                finding: finding.account_id,
-                event: other.unwrap_or("(none)").to_owned(),
-            })
-        }
-    }
     Ok(Request::Contain(ContainRequest {
         instance_ids: validated_ids(vec![details.instance_id])?,
         reason: described,
@@ -415,6 +450,9 @@ fn guardduty(event: EventBridgeEvent<Value>, trigger: &Trigger) -> Result<Reques
         // Where the instance is: the handler refuses a finding from another region.
         region: Some(finding.region),
         dry_run: false,
+        // An administrator account receives its members' findings: the finding, not the event,
+        // names the account the instance is in. The handler decides whether it may act there.
+        account: Some(validated_account(&finding.account_id)?),
     }))
 }
 
@@ -453,6 +491,14 @@ fn instance_id_from_arn(arn: &str) -> Result<String, EventError> {
         .strip_prefix("instance/")
         .map(str::to_owned)
         .ok_or_else(not_instance)
+}
+
+fn validated_account(account: &str) -> Result<String, EventError> {
+    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(account.to_owned())
+    } else {
+        Err(EventError::BadAccount(account.to_owned()))
+    }
 }
 
 fn validated_ids(ids: Vec<String>) -> Result<Vec<String>, EventError> {
@@ -536,6 +582,7 @@ mod tests {
                 event_id: Some("7c0d5c3e-2f4a-4b1e-9d6a-1a2b3c4d5e6f".into()),
                 region: Some("us-east-1".into()),
                 dry_run: false,
+                account: Some("123456789012".into()),
             })
         );
     }
@@ -577,20 +624,70 @@ mod tests {
     }
 
     #[test]
-    fn a_guardduty_finding_from_another_account_is_refused() {
+    fn an_aggregated_guardduty_finding_names_the_members_account_not_the_administrators() {
         let mut event = finding(json!(8), instance_resource());
         event["detail"]["accountId"] = json!("210987654321");
+        let Request::Contain(request) = Request::from_value(event, &trigger()).unwrap() else {
+            panic!("contains");
+        };
+        assert_eq!(request.account.as_deref(), Some("210987654321"));
+    }
+
+    #[test]
+    fn an_account_that_is_not_twelve_digits_is_invalid() {
+        let mut finding_event = finding(json!(8), instance_resource());
+        finding_event["detail"]["accountId"] = json!("21098765432");
+        let mut tag = tag_event(&["Quarantine"], json!({"Quarantine": "true"}), json!([ARN]));
+        tag["account"] = json!("12345678901a");
+        for (event, account) in [
+            (finding_event, "21098765432"),
+            (tag, "12345678901a"),
+            (
+                json!({"instance_ids": ["i-12345678"], "account": "1234"}),
+                "1234",
+            ),
+        ] {
+            assert_eq!(
+                Request::from_value(event, &trigger()).unwrap_err(),
+                EventError::BadAccount(account.into())
+            );
+        }
+        let err = Request::from_value(
+            json!({"instance_ids": ["i-12345678"], "account": 123456789012u64}),
+            &trigger(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, EventError::MalformedDirect(m) if m.contains("account must be a string")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_direct_invocation_may_name_the_account_of_its_instances() {
+        let Request::Contain(request) = Request::from_value(
+            json!({"instance_ids": ["i-12345678"], "account": "111111111111"}),
+            &trigger(),
+        )
+        .unwrap() else {
+            panic!("contains");
+        };
+        assert_eq!(request.account.as_deref(), Some("111111111111"));
+    }
+
+    #[test]
+    fn a_tag_event_whose_resource_is_in_another_account_than_the_event_is_invalid() {
+        let mut event = tag_event(&["Quarantine"], json!({"Quarantine": "true"}), json!([ARN]));
+        event["account"] = json!("111111111111");
         let err = Request::from_value(event, &trigger()).unwrap_err();
         assert_eq!(
             err,
-            EventError::OtherAccount {
-                finding: "210987654321".into(),
-                event: "123456789012".into()
+            EventError::ResourceInOtherAccount {
+                arn: ARN.into(),
+                resource: "123456789012".into(),
+                event: "111111111111".into(),
             }
         );
-        assert!(err
-            .to_string()
-            .contains("cross-account containment is not supported"));
     }
 
     #[test]
@@ -680,6 +777,7 @@ mod tests {
                 event_id: Some("0b4e4b4c-1d4b-7c3e-2d5b-2f1e3c4d5e6f".into()),
                 region: Some("us-east-1".into()),
                 dry_run: false,
+                account: Some("123456789012".into()),
             })
         );
     }
@@ -767,6 +865,7 @@ mod tests {
                 event_id: None,
                 region: None,
                 dry_run: false,
+                account: None,
             })
         );
     }

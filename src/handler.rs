@@ -6,6 +6,7 @@
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 
+use crate::accounts::{self, Accounts, Target};
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::contain;
@@ -17,6 +18,8 @@ use crate::report::Report;
 pub struct Deps {
     pub clients: Clients,
     pub config: Config,
+    /// The function's own account, and the clients of the member accounts it contains in.
+    pub accounts: Accounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,8 @@ pub async fn function_handler(
     event: LambdaEvent<Value>,
     deps: &Deps,
 ) -> Result<Report, HandlerError> {
+    deps.accounts
+        .learn_own_account(&event.context.invoked_function_arn);
     handle(event.payload, &event.context.request_id, deps).await
 }
 
@@ -89,6 +94,21 @@ pub async fn handle(
     }
     let report = match request {
         Request::Ignore { reason } => Report::ignored(reason),
+        // The copies are made with this function's own permissions, so in its own account
+        // only; a member's forwarded snapshot event is told, not acted on.
+        Request::Snapshots(event)
+            if event.account.as_deref().is_some_and(|account| {
+                deps.accounts
+                    .own_account()
+                    .is_some_and(|own| own.account != account)
+            }) =>
+        {
+            Report::ignored(format!(
+                "the snapshots are in account {}: encrypted copies are made in this function's \
+                 own account only",
+                event.account.as_deref().unwrap_or_default()
+            ))
+        }
         Request::Snapshots(event) => {
             let report = crate::evidence_copy::handle(&deps.clients, &deps.config, &event)
                 .await
@@ -101,13 +121,7 @@ pub async fn handle(
             }
             return Ok(report);
         }
-        // Either one asks for a dry run; an event cannot lift a deployment's DRY_RUN=true.
-        Request::Contain(request) if deps.config.dry_run || request.dry_run => {
-            contain::dry_run::plan_all(&deps.clients, &deps.config, &request, invocation_id).await
-        }
-        Request::Contain(request) => {
-            contain::contain_all(&deps.clients, &deps.config, &request, invocation_id).await
-        }
+        Request::Contain(request) => contain_in_account(request, invocation_id, deps).await?,
         Request::Release(request) => {
             let report =
                 release::release_all(&deps.clients, &deps.config, &request, invocation_id).await;
@@ -124,4 +138,63 @@ pub async fn handle(
         return Err(HandlerError::ContainmentIncomplete(Box::new(report)));
     }
     Ok(report)
+}
+
+/// Contains the request's instances in their account: the function's own, or a member's with
+/// the member role. Another account without `MEMBER_ROLE_NAME` is refused with no call.
+async fn contain_in_account(
+    mut request: ContainRequest,
+    invocation_id: &str,
+    deps: &Deps,
+) -> Result<Report, HandlerError> {
+    let target = deps
+        .accounts
+        .target(
+            request.account.as_deref(),
+            deps.config.member_role.as_deref(),
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "invalid event; nothing was changed"))?;
+    // Either one asks for a dry run; an event cannot lift a deployment's DRY_RUN=true.
+    let dry_run = deps.config.dry_run || request.dry_run;
+    let mut report = match target {
+        Target::Own(account) => {
+            request.account = account;
+            run(
+                &deps.clients,
+                &deps.config,
+                &request,
+                invocation_id,
+                dry_run,
+            )
+            .await
+        }
+        Target::Member(member) => {
+            let started = std::time::Instant::now();
+            match deps.accounts.clients_for(&member, &deps.clients).await {
+                Ok(clients) => {
+                    let config = accounts::config_in(&deps.config, &member.account);
+                    run(&clients, &config, &request, invocation_id, dry_run).await
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "the member role could not be assumed");
+                    accounts::not_reached(&request, &error, started.elapsed().as_millis() as u64)
+                }
+            }
+        }
+    };
+    report.account = request.account;
+    Ok(report)
+}
+
+async fn run(
+    clients: &Clients,
+    config: &Config,
+    request: &ContainRequest,
+    invocation_id: &str,
+    dry_run: bool,
+) -> Report {
+    match dry_run {
+        true => contain::dry_run::plan_all(clients, config, request, invocation_id).await,
+        false => contain::contain_all(clients, config, request, invocation_id).await,
+    }
 }

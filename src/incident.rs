@@ -34,6 +34,9 @@ const CLAIMED_BY: &str = "claimed_by";
 const CLAIMED_AT: &str = "claimed_at";
 const UPDATED_AT: &str = "updated_at";
 const REASON: &str = "reason";
+/// The account the instance is in. Not part of the key: instance ids do not repeat across
+/// accounts, and a new key would mean replacing a table that is kept on purpose.
+const ACCOUNT: &str = "account";
 const SNAPSHOTS: &str = "snapshots";
 const LEASE_HOLDER: &str = "snapshot_lease_holder";
 const LEASE_UNTIL: &str = "snapshot_lease_until";
@@ -76,6 +79,7 @@ pub struct Record {
     pub claimed_by: String,
     pub claimed_at: String,
     pub reason: String,
+    pub account: Option<String>,
     pub interfaces: Option<Vec<InterfaceGroups>>,
     pub profile: Option<ProfileRecord>,
     pub auto_scaling_group: Option<GroupRecord>,
@@ -159,6 +163,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Record {
         claimed_by: text(item, CLAIMED_BY),
         claimed_at: text(item, CLAIMED_AT),
         reason: text(item, REASON),
+        account: item.get(ACCOUNT).and_then(|v| v.as_s().ok()).cloned(),
         interfaces: parsed(item, ORIGINAL_INTERFACES),
         profile: parsed(item, ORIGINAL_PROFILE),
         auto_scaling_group: parsed(item, ORIGINAL_AUTO_SCALING_GROUP),
@@ -199,6 +204,9 @@ impl IncidentStore {
             .expression_attribute_names("#key", KEY)
             .expression_attribute_names("#status", STATUS)
             .expression_attribute_values(":released", s(RELEASED));
+        if let Some(account) = &new.account {
+            put = put.item(ACCOUNT, s(account));
+        }
         if let Some(interfaces) = &new.interfaces {
             put = put.item(ORIGINAL_INTERFACES, json(interfaces));
         }

@@ -1,9 +1,11 @@
 //! ec2-quarantine: contains a compromised EC2 instance when a quarantine tag is set on it.
 //!
 //! `event` decides what an inbound event asks for, `contain` does it (`release` undoes it, in
-//! the release function), `report` says what was done; `config` and `aws` are read and built once at start, and `handler` ties them together
-//! for the Lambda runtime.
+//! the release function), `report` says what was done; `config` and `aws` are read and built
+//! once at start, `accounts` reaches the member accounts an event may name, and `handler` ties
+//! them together for the Lambda runtime.
 
+pub mod accounts;
 pub mod aws;
 pub mod config;
 pub mod contain;

@@ -1,5 +1,6 @@
 //! The Lambda entry: logging, configuration, clients, then the runtime loop.
 
+use ec2_quarantine::accounts::Accounts;
 use ec2_quarantine::aws::{config_loader, Clients};
 use ec2_quarantine::config::Config;
 use ec2_quarantine::handler::{function_handler, Deps};
@@ -14,6 +15,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps {
         clients: Clients::new(&sdk),
         config,
+        accounts: Accounts::new(sdk.clone(), Clients::new),
     };
     lambda_runtime::run(service_fn(|event| function_handler(event, &deps))).await
 }

@@ -30,6 +30,9 @@ pub struct Report {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The account the instances are in, when the event named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub instances: Vec<InstanceReport>,
     /// What an EBS snapshot event did to evidence snapshots ([`crate::evidence_copy`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -41,6 +44,7 @@ impl Report {
         Self {
             outcome: Outcome::Ignored,
             reason: Some(reason),
+            account: None,
             instances: Vec::new(),
             evidence: Vec::new(),
         }
@@ -65,6 +69,7 @@ impl Report {
         Self {
             outcome,
             reason: Some(reason),
+            account: None,
             instances: Vec::new(),
             evidence,
         }
@@ -81,6 +86,7 @@ impl Report {
                 Outcome::Partial
             },
             reason: Some(reason),
+            account: None,
             instances,
             evidence: Vec::new(),
         }
@@ -93,6 +99,7 @@ impl Report {
             reason: Some(reason),
             instances,
             evidence: Vec::new(),
+            account: None,
         }
     }
 
@@ -110,6 +117,7 @@ impl Report {
             reason: Some(reason),
             instances,
             evidence: Vec::new(),
+            account: None,
         }
     }
 
@@ -199,6 +207,8 @@ pub enum Step {
     RegisterTargetGroups,
     RegisterClassicLoadBalancers,
     AttachAutoScaling,
+    /// Taking the member role of the instance's account; when it fails, nothing else runs.
+    AssumeMemberRole,
 }
 
 impl Step {

@@ -207,6 +207,7 @@ pub async fn contain_all(
         incident: request.event_id.as_deref().unwrap_or(invocation_id),
         invocation_id,
         reason: &request.reason,
+        account: request.account.as_deref(),
     };
     let contained = stream::iter(&request.instance_ids)
         .map(|id| contain_one(&invocation, id))
@@ -230,6 +231,8 @@ struct Invocation<'a> {
     incident: &'a str,
     invocation_id: &'a str,
     reason: &'a str,
+    /// The account the instances are in, for the record.
+    account: Option<&'a str>,
 }
 
 async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport {
@@ -263,6 +266,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         claimed_by: inv.invocation_id.to_owned(),
         claimed_at: now_rfc3339(),
         reason: inv.reason.to_owned(),
+        account: inv.account.map(str::to_owned),
         interfaces: observed.interfaces.clone(),
         profile: observed.profile.clone(),
         ..Record::default()

@@ -28,6 +28,8 @@ pub const MAX_SNAPSHOTS_PER_EVENT: usize = 100;
 pub struct SnapshotEvent {
     pub event_id: Option<String>,
     pub region: Option<String>,
+    /// The account the event comes from: a member's, when `member-account.yaml` forwards it.
+    pub account: Option<String>,
     /// `detail.result`: `succeeded`, or `failed` with `cause`.
     pub succeeded: bool,
     pub cause: String,
@@ -96,6 +98,7 @@ pub fn parse(event: EventBridgeEvent<Value>) -> Result<Request, EventError> {
     Ok(Request::Snapshots(SnapshotEvent {
         event_id: event.id.filter(|id| !id.is_empty()),
         region: event.region,
+        account: event.account.filter(|a| !a.is_empty()),
         succeeded,
         cause,
         kind,

@@ -365,6 +365,7 @@ mod tests {
             event_id: None,
             region: None,
             dry_run: false,
+            account: None,
         });
         let ignore = Request::Ignore { reason: "r".into() };
         assert_eq!(

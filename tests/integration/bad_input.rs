@@ -22,6 +22,7 @@ async fn deps(log: &CallLog) -> Deps {
     let account = Account::new().await;
     Deps {
         clients: recorded_clients(&account.sdk, log),
+        accounts: crate::support::accounts(&account.sdk, log),
         config: config(&[
             ("ISOLATION_INSTANCE_PROFILE", "isolation"),
             ("AWS_REGION", "us-east-1"),

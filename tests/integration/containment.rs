@@ -95,6 +95,7 @@ pub async fn contain_with(
     let log = CallLog::default();
     let deps = Deps {
         clients: recorded_clients(sdk, &log),
+        accounts: crate::support::accounts(sdk, &log),
         config: scenario.config(extra),
     };
     // Each call is its own Lambda invocation, with its own request id.

@@ -44,7 +44,7 @@ fn role_of(s: &Scenario) -> String {
 }
 
 /// An inline policy of a role as IAM returns it: URL-encoded JSON, decoded and parsed here.
-async fn role_policy(account: &Account, role: &str, name: &str) -> Option<Value> {
+pub async fn role_policy(account: &Account, role: &str, name: &str) -> Option<Value> {
     let output = match account
         .iam
         .get_role_policy()

@@ -83,6 +83,7 @@ fn deps(scenario: &Scenario, vars: &[(&str, &str)]) -> (Deps, CallLog) {
     let deps = Deps {
         clients: recorded_clients(&scenario.account.sdk, &log),
         config: scenario.config(vars),
+        accounts: crate::support::accounts(&scenario.account.sdk, &log),
     };
     (deps, log)
 }
@@ -515,6 +516,7 @@ async fn snapshot_events_are_ignored_without_a_key_and_malformed_ones_are_invali
     let regional = Deps {
         clients: recorded_clients(&scenario.account.sdk, &keyed_log),
         config: own_region,
+        accounts: crate::support::accounts(&scenario.account.sdk, &keyed_log),
     };
     for (event, deps, expected) in [
         (no_snapshots, &with_key, "detail.snapshots is empty"),
@@ -590,4 +592,26 @@ async fn a_failed_snapshot_set_or_copy_of_evidence_fails_the_invocation_and_keep
     .await
     .expect("not this function's copy");
     assert_eq!(report.outcome, Outcome::Ignored, "{}", report.to_json());
+}
+
+#[tokio::test]
+async fn a_members_forwarded_snapshot_event_is_ignored_with_no_call() {
+    let (scenario, snapshots) = contained().await;
+    let key = kms_key();
+    let (deps, log) = deps(&scenario, &[("SNAPSHOT_KMS_KEY_ID", &key)]);
+    let ids: Vec<&str> = snapshots.iter().map(String::as_str).collect();
+    let mut event = created_event(&ids, "succeeded", "");
+    event["account"] = json!("111122223333");
+
+    let report = handle(event, "member", &deps).await.unwrap();
+
+    assert_eq!(report.outcome, ec2_quarantine::report::Outcome::Ignored);
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("111122223333")),
+        "{report:?}"
+    );
+    assert_eq!(log.calls(), Vec::<String>::new());
 }

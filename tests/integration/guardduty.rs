@@ -114,6 +114,7 @@ async fn a_finding_about_an_instance_in_another_region_is_refused_with_no_aws_ca
     let account = Account::new().await;
     let deps = Deps {
         clients: recorded_clients(&account.sdk, &log),
+        accounts: crate::support::accounts(&account.sdk, &log),
         config: config(&[
             ("ISOLATION_INSTANCE_PROFILE", "isolation"),
             ("AWS_REGION", "us-east-1"),

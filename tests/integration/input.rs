@@ -10,6 +10,7 @@ async fn deps(log: &CallLog) -> Deps {
     let account = Account::new().await;
     Deps {
         clients: recorded_clients(&account.sdk, log),
+        accounts: crate::support::accounts(&account.sdk, log),
         config: config(&[("ISOLATION_INSTANCE_PROFILE", "isolation")]),
     }
 }
@@ -97,7 +98,7 @@ async fn malformed_events_are_errors_that_name_the_problem_with_no_aws_call() {
                 crate::guardduty::sample("guardduty-instance-high.json"),
                 "210987654321",
             ),
-            "cross-account containment is not supported",
+            "MEMBER_ROLE_NAME is not set",
         ),
     ];
     for (event, expected) in invalid {

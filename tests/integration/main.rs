@@ -4,6 +4,9 @@
 
 mod support;
 
+/// Many accounts: a member's instance contained there with the member role, from the security
+/// account; an account it cannot reach fails clearly; other accounts refused when not set up.
+mod accounts;
 /// The catalogue of malformed and irrelevant events in tests/bad-events/, each with zero calls.
 mod bad_input;
 /// A tagged instance, contained by the Lambda handler, with every step checked in the account.

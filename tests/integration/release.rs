@@ -44,6 +44,7 @@ async fn release_with(
     let deps = Deps {
         clients: recorded_clients(sdk, &log),
         config: s.config(&[("FUNCTION_MODE", "release")]),
+        accounts: crate::support::accounts(sdk, &log),
     };
     let result = handle(request, &crate::support::unique("request"), &deps)
         .await
@@ -385,9 +386,11 @@ async fn releasing_an_instance_never_contained_is_an_error_that_changes_nothing(
 #[tokio::test]
 async fn the_containment_function_refuses_a_release_with_zero_calls() {
     let log = CallLog::default();
+    let sdk = sdk_config().await;
     let deps = Deps {
-        clients: recorded_clients(&sdk_config().await, &log),
+        clients: recorded_clients(&sdk, &log),
         config: crate::support::config(&[("ISOLATION_INSTANCE_PROFILE", "isolation")]),
+        accounts: crate::support::accounts(&sdk, &log),
     };
     let err = handle(release_request(&["i-0123456789abcdef0"]), "req", &deps)
         .await
@@ -405,8 +408,10 @@ async fn the_containment_function_refuses_a_release_with_zero_calls() {
 #[tokio::test]
 async fn the_release_function_refuses_containment_and_events_with_zero_calls() {
     let log = CallLog::default();
+    let sdk = sdk_config().await;
     let deps = Deps {
-        clients: recorded_clients(&sdk_config().await, &log),
+        accounts: crate::support::accounts(&sdk, &log),
+        clients: recorded_clients(&sdk, &log),
         config: crate::support::config(&[
             ("ISOLATION_INSTANCE_PROFILE", "isolation"),
             ("FUNCTION_MODE", "release"),

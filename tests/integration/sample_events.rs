@@ -4,9 +4,13 @@ use ec2_quarantine::event::{EventError, Request};
 
 use crate::support::config;
 
+/// The member account of the `member-*` samples.
+const MEMBER: &str = "111122223333";
+
 enum Expected {
     Contain(&'static [&'static str]),
     Release(&'static [&'static str]),
+    Member(&'static [&'static str]),
     Ignore,
     Invalid,
     /// An EBS completion event for the encrypted copies of evidence.
@@ -31,6 +35,10 @@ fn expected(file: &str) -> Expected {
         | "direct-invocation.json"
         | "direct-invocation-dry-run.json"
         | "guardduty-instance-high.json" => Expected::Contain(ONE),
+        // In the member account 111122223333 (the handler decides whether it may act there).
+        "member-tag-quarantine-instance.json"
+        | "member-guardduty-instance-high.json"
+        | "member-direct-invocation.json" => Expected::Member(ONE),
         "tag-quarantine-two-instances.json" => {
             Expected::Contain(&["i-0123456789abcdef0", "i-0fedcba9876543210"])
         }
@@ -68,9 +76,14 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
             (Expected::Contain(ids), Ok(Request::Contain(request))) => {
                 assert_eq!(request.instance_ids, ids, "{name}");
                 assert_eq!(request.dry_run, name.contains("dry-run"), "{name}");
+                assert_ne!(request.account.as_deref(), Some(MEMBER), "{name}");
             }
             (Expected::Release(ids), Ok(Request::Release(request))) => {
                 assert_eq!(request.instance_ids, ids, "{name}")
+            }
+            (Expected::Member(ids), Ok(Request::Contain(request))) => {
+                assert_eq!(request.instance_ids, ids, "{name}");
+                assert_eq!(request.account.as_deref(), Some(MEMBER), "{name}");
             }
             (Expected::Ignore, Ok(Request::Ignore { reason })) => {
                 assert!(!reason.is_empty(), "{name}");
@@ -88,7 +101,7 @@ fn every_sample_event_gets_the_decision_its_readme_promises() {
         seen += 1;
     }
     assert!(
-        seen >= 13,
+        seen >= 16,
         "expected the sample events in {}",
         dir.display()
     );

@@ -52,6 +52,7 @@ ENV_CONTRACT = {
     "ISOLATION_INSTANCE_PROFILE": (None, None),
     "INCIDENT_TABLE": (None, None),
     "FUNCTION_MODE": (None, None),
+    "MEMBER_ROLE_NAME": (None, None),
 }
 
 # Every AWS call the function makes (the brief's list). The role must allow exactly these.

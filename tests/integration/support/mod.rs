@@ -17,10 +17,15 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use ec2_quarantine::accounts::{Accounts, OwnAccount};
 use ec2_quarantine::aws::{config_loader, Clients};
 use ec2_quarantine::config::Config;
 
 pub const REGION: &str = "us-east-1";
+/// The emulator's default account, where the function under test runs (the security account).
+pub const OWN_ACCOUNT: &str = "123456789012";
+/// The ARN Lambda would invoke the function under test by.
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:ec2-quarantine";
 /// The incident table every test shares; records are keyed by instance id, which never repeat.
 pub const INCIDENT_TABLE: &str = "ec2-quarantine-incidents";
 
@@ -278,6 +283,14 @@ pub fn recorded_clients(sdk: &SdkConfig, log: &CallLog) -> Clients {
                 .build(),
         ),
     }
+}
+
+/// The way to other accounts, as the function has it once it runs in `OWN_ACCOUNT`: member
+/// clients built from `sdk` (through its faults), each recording its calls in `log`.
+pub fn accounts(sdk: &SdkConfig, log: &CallLog) -> Accounts {
+    let log = log.clone();
+    Accounts::new(sdk.clone(), move |sdk| recorded_clients(sdk, &log))
+        .with_own_account(OwnAccount::from_function_arn(FUNCTION_ARN).expect("a function ARN"))
 }
 
 /// The function's configuration for a test: `vars` over the defaults and the test table.

@@ -22,8 +22,42 @@ pub struct Account {
 }
 
 impl Account {
+    /// The emulator's default account, where the function under test runs.
     pub async fn new() -> Self {
+        Self::with(sdk_config().await)
+    }
+
+    /// Another account of the emulator, seen by an administrator there. The emulator tells
+    /// accounts apart by credentials, and the credentials `AssumeRole` gives belong to the
+    /// role's account (the emulator does not require the role to exist).
+    pub async fn other(account_id: &str) -> Self {
+        use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
         let sdk = sdk_config().await;
+        let assumed = aws_sdk_sts::Client::new(&sdk)
+            .assume_role()
+            .role_arn(format!(
+                "arn:aws:iam::{account_id}:role/tests-administrator"
+            ))
+            .role_session_name("tests")
+            .send()
+            .await
+            .unwrap();
+        let c = assumed.credentials().unwrap();
+        let credentials = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            None,
+            "tests",
+        );
+        Self::with(
+            sdk.to_builder()
+                .credentials_provider(SharedCredentialsProvider::new(credentials))
+                .build(),
+        )
+    }
+
+    fn with(sdk: SdkConfig) -> Self {
         Self {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             iam: aws_sdk_iam::Client::new(&sdk),
@@ -305,7 +339,11 @@ fn short_name(prefix: &str) -> String {
 
 impl Scenario {
     pub async fn build(options: Options) -> Self {
-        let account = Account::new().await;
+        Self::build_in(Account::new().await, options).await
+    }
+
+    /// The same, in `account` (another account of the emulator, say).
+    pub async fn build_in(account: Account, options: Options) -> Self {
         let vpc_id = account.vpc("10.20.0.0/16").await;
         let subnet_id = account.subnet(&vpc_id, "10.20.1.0/24").await;
         let app_group = account.app_group(&vpc_id).await;

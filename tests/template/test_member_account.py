@@ -1,0 +1,207 @@
+"""member-account.yaml against template.yaml: the two stacks of a many-account deployment.
+
+The member role must be able to do what the function role does, and no more: its statements
+are checked against the function role's, so that a permission added to one and forgotten in
+the other fails here rather than as a failed containment in a member account.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from template_helpers import REPO, as_list, function, function_role, getatt, ref, render_sub, role_statements, venv_tool
+
+MEMBER_TEMPLATE = REPO / "member-account.yaml"
+
+# What only the security account has: the function's logs, its destinations, the incident table.
+SECURITY_ONLY_SIDS = {"Logs", "FailureDestination", "SuccessDestination", "IncidentRecord"}
+
+SECURITY = "123456789012"
+MEMBER = "111122223333"
+
+
+def load_member() -> dict:
+    from cfnlint.decode import cfn_yaml
+
+    return json.loads(json.dumps(cfn_yaml.load(str(MEMBER_TEMPLATE))))
+
+
+def _glob(pattern: str, value: str) -> bool:
+    rx = "".join(".*" if c == "*" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value) is not None
+
+
+def _by_sid(statements: list[dict]) -> dict[str, dict]:
+    out = {s["Sid"]: s for s in statements}
+    assert len(out) == len(statements), "every statement has its own Sid"
+    return out
+
+
+def test_cfn_lint_passes_on_the_member_template():
+    tool = venv_tool("cfn-lint")
+    assert tool, "cfn-lint not installed (requirements/test.txt)"
+    r = subprocess.run([tool, str(MEMBER_TEMPLATE)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"cfn-lint exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+def test_the_member_role_has_the_function_roles_containment_statements_and_no_other(template):
+    member = load_member()
+    _, function_role_resource = function_role(template)
+    wanted = {
+        sid: s for sid, s in _by_sid(role_statements(function_role_resource)).items() if sid not in SECURITY_ONLY_SIDS
+    }
+    got = _by_sid(role_statements(member["Resources"]["MemberRole"]))
+    assert set(got) == set(wanted), (
+        f"missing {sorted(set(wanted) - set(got))}, unexpected {sorted(set(got) - set(wanted))}"
+    )
+    for sid, statement in wanted.items():
+        without_resource = {k: v for k, v in statement.items() if k != "Resource"}
+        assert {k: v for k, v in got[sid].items() if k != "Resource"} == without_resource, sid
+        # Resources may differ, but only ever name the member's own account or its own stack.
+        for resource in as_list(got[sid]["Resource"]):
+            if isinstance(resource, str):
+                assert resource == "*", (sid, resource)
+            elif getatt(resource):
+                assert getatt(resource)[0] in member["Resources"], (sid, resource)
+            else:
+                text = resource["Fn::Sub"]
+                assert "${AWS::AccountId}" in text or ":iam::" not in text and "::snapshot/" in text, (sid, text)
+                assert "SecurityAccountId" not in text, (sid, text)
+    assert not member["Resources"]["MemberRole"]["Properties"].get("ManagedPolicyArns")
+
+
+def test_the_member_role_trusts_only_the_security_accounts_function_role():
+    member = load_member()
+    trust = member["Resources"]["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert len(trust) == 1
+    (statement,) = trust
+    assert statement["Effect"] == "Allow" and statement["Action"] == "sts:AssumeRole"
+    principal = render_sub(statement["Principal"]["AWS"], {"AWS::Partition": "aws", "SecurityAccountId": SECURITY})
+    assert principal == f"arn:aws:iam::{SECURITY}:root"
+    assert statement["Condition"] == {"ArnEquals": {"aws:PrincipalArn": {"Ref": "FunctionRoleArn"}}}
+    assert member["Parameters"]["SecurityAccountId"]["AllowedPattern"] == "^[0-9]{12}$"
+
+
+def test_the_function_assumes_the_member_role_by_the_arn_the_member_stack_gives_it(template):
+    member = load_member()
+    role = member["Resources"]["MemberRole"]["Properties"]
+    assert role["RoleName"] == {"Ref": "MemberRoleName"}
+    assert role["Path"] == "/ec2-quarantine/"
+    name = "ec2-quarantine-member"
+    member_role_arn = f"arn:aws:iam::{MEMBER}:role{role['Path']}{name}"
+
+    _, fn = function(template)
+    variable = fn["Properties"]["Environment"]["Variables"]["MEMBER_ROLE_NAME"]
+    condition, when_set, when_unset = variable["Fn::If"]
+    assert (condition, when_unset) == ("MemberRoleSet", "")
+    assert template["Conditions"]["MemberRoleSet"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "MemberRoleName"}, ""]}]}
+    # What the function builds from MEMBER_ROLE_NAME (src/accounts.rs): arn:...:role/<value>.
+    assert f"arn:aws:iam::{MEMBER}:role/" + render_sub(when_set, {"MemberRoleName": name}) == member_role_arn
+
+    policy = template["Resources"]["MemberRoleAssumption"]
+    assert policy["Type"] == "AWS::IAM::Policy" and policy["Condition"] == "MemberRoleSet"
+    assert policy["Properties"]["Roles"] == [{"Ref": "QuarantineFunctionRole"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "sts:AssumeRole")
+    allowed = render_sub(statement["Resource"], {"AWS::Partition": "aws", "MemberRoleName": name})
+    assert _glob(allowed, member_role_arn)
+    assert not _glob(allowed, f"arn:aws:iam::{MEMBER}:role/{name}"), "only under the path"
+
+    # The guard policy exempts the member role as it does the function role.
+    guard = json.loads((REPO / "policies" / "guard-scp.json").read_text())
+    exempt = guard["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert any(_glob(p, member_role_arn) for p in exempt)
+
+    assert template["Parameters"]["MemberRoleName"]["Default"] == ""
+    assert member["Parameters"]["MemberRoleName"]["Default"] == name
+
+
+def test_the_isolation_profile_is_where_the_translated_arn_points(template):
+    """The function names the security account's profile by ARN and replaces the account."""
+    member = load_member()
+    own = template["Resources"]["IsolationInstanceProfile"]["Properties"]
+    theirs = member["Resources"]["IsolationInstanceProfile"]["Properties"]
+    assert theirs["Path"] == own["Path"]
+    assert theirs["InstanceProfileName"] == {"Ref": "IsolationInstanceProfileName"}
+    assert template["Outputs"]["IsolationInstanceProfileName"]["Value"] == {"Ref": "IsolationInstanceProfile"}
+    role = member["Resources"]["IsolationRole"]["Properties"]
+    assert role["Policies"][0]["PolicyDocument"]["Statement"] == [
+        {"Sid": "DenyAll", "Effect": "Deny", "Action": "*", "Resource": "*"}
+    ]
+    assert role["AssumeRolePolicyDocument"] == template["Resources"]["IsolationRole"]["Properties"]["AssumeRolePolicyDocument"]
+
+
+def _bus_arn(member: dict, value) -> str:
+    condition, default, given = value["Fn::If"]
+    assert condition == "DefaultSecurityBus" and given == {"Ref": "SecurityEventBusArn"}
+    return render_sub(default, {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "SecurityAccountId": SECURITY})
+
+
+def test_the_forwarding_rule_has_the_security_stacks_tag_pattern(template):
+    member = load_member()
+    params = {"QuarantineTagKey": "SecOps:Quarantine", "QuarantineTagValue": "yes"}
+    ours = json.loads(render_sub(template["Resources"]["QuarantineTagRule"]["Properties"]["EventPattern"], params))
+    theirs = json.loads(render_sub(member["Resources"]["ForwardQuarantineTagRule"]["Properties"]["EventPattern"], params))
+    assert theirs == ours
+    for key in ("QuarantineTagKey", "QuarantineTagValue"):
+        for field in ("Default", "AllowedPattern"):
+            assert member["Parameters"][key][field] == template["Parameters"][key][field], (key, field)
+
+
+def test_snapshot_completions_are_forwarded_too():
+    member = load_member()
+    pattern = member["Resources"]["ForwardSnapshotEventsRule"]["Properties"]["EventPattern"]
+    assert pattern == {
+        "$or": [
+            {"source": ["aws.ec2"], "detail-type": ["EBS Multi-Volume Snapshots Completion Status"]},
+            {"source": ["aws.ebs"], "detail-type": ["EBS Snapshot Notification"]},
+        ]
+    }
+
+
+def test_forwarding_targets_the_security_bus_with_a_role_that_can_only_put_there():
+    member = load_member()
+    resources = member["Resources"]
+    role = resources["ForwardRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    (allow,) = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert allow["Action"] == "events:PutEvents"
+    bus = _bus_arn(member, allow["Resource"])
+    assert bus == f"arn:aws:events:us-east-1:{SECURITY}:event-bus/default"
+    for rule in ("ForwardQuarantineTagRule", "ForwardSnapshotEventsRule"):
+        (target,) = resources[rule]["Properties"]["Targets"]
+        assert _bus_arn(member, target["Arn"]) == bus, rule
+        assert target["RoleArn"] == {"Fn::GetAtt": ["ForwardRole", "Arn"]}, rule
+        assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["ForwardDeadLetterQueue", "Arn"]}, rule
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0, rule
+
+
+def test_the_bus_policy_admits_members_only_when_an_organization_or_accounts_are_given(template):
+    conditions = template["Conditions"]
+    assert conditions["OrganizationIdSet"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OrganizationId"}, ""]}]}
+    assert conditions["MemberAccountIdsSet"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "MemberAccountIds"}]}, ""]}]
+    }
+    for name in ("OrganizationId", "MemberAccountIds"):
+        assert template["Parameters"][name]["Default"] == "", f"{name} is off by default"
+    org = template["Resources"]["OrganizationEventBusPolicy"]
+    assert org["Condition"] == "OrganizationIdSet"
+    statement = org["Properties"]["Statement"]
+    assert (statement["Effect"], statement["Action"], statement["Principal"]) == ("Allow", "events:PutEvents", "*")
+    assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+    accounts = template["Resources"]["MemberAccountsEventBusPolicy"]
+    assert accounts["Condition"] == "MemberAccountIdsSet"
+    statement = accounts["Properties"]["Statement"]
+    assert statement["Principal"] == {"AWS": {"Ref": "MemberAccountIds"}}
+    assert statement["Action"] == "events:PutEvents"
+    for policy in (org, accounts):
+        resource = render_sub(
+            policy["Properties"]["Statement"]["Resource"],
+            {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": SECURITY},
+        )
+        assert resource == f"arn:aws:events:us-east-1:{SECURITY}:event-bus/default"
+        assert policy["Properties"]["EventBusName"] == "default"
+    assert ref(template["Outputs"]["EventBusArn"]["Value"]) is None
