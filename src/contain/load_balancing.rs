@@ -16,8 +16,11 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use aws_sdk_elasticloadbalancingv2::types::{
-    TargetDescription, TargetGroup, TargetHealthStateEnum, TargetTypeEnum,
+    TargetDescription, TargetGroup, TargetHealthDescription, TargetHealthStateEnum, TargetTypeEnum,
 };
 use futures::future::join_all;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -38,7 +41,12 @@ const TARGET_HEALTH_CONCURRENCY: usize = 8;
 #[derive(Default)]
 pub struct TargetGroupList {
     all: OnceCell<Result<Vec<TargetGroup>, AwsError>>,
+    /// Each group's targets as this invocation first read them: an event naming many instances
+    /// reads each group once, not once per instance. Read-backs after a change read afresh.
+    targets: Mutex<HashMap<String, Arc<TargetsOnce>>>,
 }
+
+type TargetsOnce = OnceCell<Result<Vec<TargetHealthDescription>, AwsError>>;
 
 impl TargetGroupList {
     /// Safe to call from every task: the first call lists, the others wait for its answer.
@@ -55,6 +63,20 @@ impl TargetGroupList {
                     .await
                     .map_err(aws_err("DescribeTargetGroups"))
             })
+            .await
+            .clone()
+    }
+
+    async fn targets(
+        &self,
+        clients: &Clients,
+        group_arn: &str,
+    ) -> Result<Vec<TargetHealthDescription>, AwsError> {
+        let cell = {
+            let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+            targets.entry(group_arn.to_owned()).or_default().clone()
+        };
+        cell.get_or_init(|| target_health(clients, group_arn))
             .await
             .clone()
     }
@@ -88,12 +110,10 @@ fn own_target_ids(
     }
 }
 
-/// Every registration of this instance in one target group (draining ones excluded).
-async fn registrations(
+async fn target_health(
     clients: &Clients,
     group_arn: &str,
-    own: &BTreeSet<String>,
-) -> Result<Vec<TargetDescription>, AwsError> {
+) -> Result<Vec<TargetHealthDescription>, AwsError> {
     let output = clients
         .elbv2
         .describe_target_health()
@@ -101,15 +121,34 @@ async fn registrations(
         .send()
         .await
         .map_err(aws_err("DescribeTargetHealth"))?;
-    Ok(output
-        .target_health_descriptions()
+    Ok(output.target_health_descriptions().to_vec())
+}
+
+/// This instance's registrations among `targets` (draining ones excluded).
+fn own_registrations(
+    targets: &[TargetHealthDescription],
+    own: &BTreeSet<String>,
+) -> Vec<TargetDescription> {
+    targets
         .iter()
         .filter(|d| {
             d.target_health().and_then(|h| h.state()) != Some(&TargetHealthStateEnum::Draining)
         })
         .filter_map(|d| d.target().cloned())
         .filter(|t| t.id().is_some_and(|id| own.contains(id)))
-        .collect())
+        .collect()
+}
+
+/// Every registration of this instance in one target group, read now.
+async fn registrations(
+    clients: &Clients,
+    group_arn: &str,
+    own: &BTreeSet<String>,
+) -> Result<Vec<TargetDescription>, AwsError> {
+    Ok(own_registrations(
+        &target_health(clients, group_arn).await?,
+        own,
+    ))
 }
 
 pub async fn deregister_target_groups(
@@ -148,7 +187,7 @@ pub(crate) async fn registered_groups(
         .collect();
     let registered: Vec<Registered> = stream::iter(candidates)
         .map(|(arn, own): (String, BTreeSet<String>)| async move {
-            let targets = registrations(clients, &arn, &own).await?;
+            let targets = own_registrations(&list.targets(clients, &arn).await?, &own);
             Ok::<_, AwsError>((arn, own, targets))
         })
         .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
