@@ -11,5 +11,7 @@ if [ ! -x "$venv/bin/cargo-lambda" ]; then
   "$venv/bin/pip" install --quiet -r requirements/build.txt
 fi
 rustup target add aarch64-unknown-linux-gnu
-"$venv/bin/cargo-lambda" lambda build --release --arm64 --bin ec2-quarantine --output-format zip
+# cargo-lambda cross-compiles with Zig, which it finds as the ziglang package's python-zig in
+# the same virtualenv: only when that virtualenv is on PATH.
+PATH="$venv/bin:$PATH" "$venv/bin/cargo-lambda" lambda build --release --arm64 --bin ec2-quarantine --output-format zip
 ls -l "$CARGO_TARGET_DIR/lambda/ec2-quarantine/"
