@@ -44,8 +44,10 @@ fn trigger(ids: &[&str]) -> Value {
     })
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Figures {
+    /// The longest chain of calls, each started after the one before ended.
+    critical_path: Vec<String>,
     network_cut: Mark,
     profile_replaced: Mark,
     credentials_denied: Mark,
@@ -74,6 +76,23 @@ fn depths(timeline: &[Call]) -> Vec<usize> {
             .unwrap_or(0);
     }
     depth
+}
+
+/// The deepest call and, back from it, each call it waited for.
+fn chain(timeline: &[Call], depth: &[usize]) -> Vec<String> {
+    let Some(mut at) = (0..timeline.len()).max_by_key(|&i| (depth[i], timeline[i].end)) else {
+        return Vec::new();
+    };
+    let mut path = vec![timeline[at].operation.clone()];
+    while depth[at] > 1 {
+        at = (0..timeline.len())
+            .filter(|&j| depth[j] == depth[at] - 1 && timeline[j].end <= timeline[at].start)
+            .max_by_key(|&j| timeline[j].end)
+            .expect("a call one round trip shallower");
+        path.push(timeline[at].operation.clone());
+    }
+    path.reverse();
+    path
 }
 
 /// When the last call of `operations` ended, counted from `t0`, and its depth.
@@ -131,7 +150,28 @@ async fn one_containment(group_exists: bool, cut_tracked: bool) -> Figures {
         "ReplaceIamInstanceProfileAssociation",
         "AssociateIamInstanceProfile",
     ];
+    let critical_path = chain(&timeline, &depth);
+    // The emulator keeps every scenario's target groups, and the target-group step reads each
+    // one: removed, so that every run scans the same three.
+    for group in s
+        .account
+        .elbv2
+        .describe_target_groups()
+        .send()
+        .await
+        .unwrap()
+        .target_groups()
+    {
+        s.account
+            .elbv2
+            .delete_target_group()
+            .target_group_arn(group.target_group_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
     Figures {
+        critical_path,
         network_cut: mark(&timeline, &depth, t0, &["ModifyNetworkInterfaceAttribute"]),
         profile_replaced: mark(&timeline, &depth, t0, &swap),
         credentials_denied: mark(&timeline, &depth, t0, &["PutRolePolicy"]),
@@ -214,6 +254,7 @@ async fn fleet() -> (Duration, usize, usize) {
 #[tokio::main]
 async fn main() {
     let mut rows = Vec::new();
+    let mut paths = Vec::new();
     let mut json_rows = Vec::new();
     for (label, group_exists, cut_tracked) in [
         ("groups exist, interim step on", true, true),
@@ -243,6 +284,8 @@ async fn main() {
         let mut calls: Vec<usize> = runs.iter().map(|f| f.calls).collect();
         calls.sort();
         let calls = calls[calls.len() / 2];
+        let path = runs[runs.len() / 2].critical_path.join(" → ");
+        paths.push(format!("- {label}: {path}"));
         rows.push(format!(
             "| {label} | {} ms ({} RT) | {} ms ({} RT) | {} ms ({} RT) | {} ms ({} RT) | {calls} |",
             network.0, network.1, profile.0, profile.1, denied.0, denied.1, done.0, done.1,
@@ -251,7 +294,7 @@ async fn main() {
             "scenario": label, "cut_tracked_connections": cut_tracked, "network_cut_ms": network.0, "network_cut_rt": network.1,
             "profile_replaced_ms": profile.0, "profile_replaced_rt": profile.1,
             "credentials_denied_ms": denied.0, "credentials_denied_rt": denied.1,
-            "done_ms": done.0, "done_rt": done.1, "calls": calls,
+            "done_ms": done.0, "done_rt": done.1, "calls": calls, "critical_path": path,
         }));
     }
     let cold = median((0..RUNS).map(|_| cold_start()).collect());
@@ -262,11 +305,13 @@ async fn main() {
          `CUT_TRACKED_CONNECTIONS` (on by default).\n\n\
          | scenario | network cut | profile replaced | credentials denied | contained and verified | calls |\n\
          |---|---|---|---|---|---|\n{}\n\n\
+         The longest chain of calls to \"contained and verified\", one run each:\n\n{}\n\n\
          | figure | value |\n|---|---|\n\
          | cold start (process start to first Runtime API poll, debug build) | {} ms |\n\
          | {FLEET} instances in one event | {} ms, {fleet_calls} calls, {fleet_groups} isolation group(s) in the VPC |\n",
         LATENCY.as_millis(),
         rows.join("\n"),
+        paths.join("\n"),
         cold.as_millis(),
         fleet_time.as_millis(),
     );
