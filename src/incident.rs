@@ -86,6 +86,9 @@ pub struct Record {
     pub target_groups: Option<Vec<TargetRegistration>>,
     pub classic_load_balancers: Option<Vec<String>>,
     pub snapshots: Option<Vec<SnapshotRecord>>,
+    /// Set on a claim: the claimer takes the snapshot lease with the claim itself, until then
+    /// (seconds since the epoch), saving the round trip of taking it after.
+    pub snapshot_lease_until: Option<u64>,
 }
 
 impl Record {
@@ -170,6 +173,10 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Record {
         target_groups: parsed(item, ORIGINAL_TARGET_GROUPS),
         classic_load_balancers: parsed(item, ORIGINAL_CLASSIC_LOAD_BALANCERS),
         snapshots: parsed(item, SNAPSHOTS),
+        snapshot_lease_until: item
+            .get(LEASE_UNTIL)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok()),
     }
 }
 
@@ -212,6 +219,11 @@ impl IncidentStore {
         }
         if let Some(profile) = &new.profile {
             put = put.item(ORIGINAL_PROFILE, json(profile));
+        }
+        if let Some(until) = new.snapshot_lease_until {
+            put = put
+                .item(LEASE_HOLDER, s(&new.claimed_by))
+                .item(LEASE_UNTIL, AttributeValue::N(until.to_string()));
         }
         let result = put
             .customize()

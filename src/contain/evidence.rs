@@ -21,11 +21,22 @@ use super::instance::InstanceFacts;
 use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::incident::IncidentStore;
 use crate::report::{SnapshotRecord, Step, StepReport};
 
 pub struct EvidenceCut {
     pub report: StepReport,
     pub snapshots: Vec<SnapshotRecord>,
+    /// Whether the snapshots this run created went into the incident record, when it was given
+    /// one ([`Record`]); `None` when none was given or nothing was created.
+    pub recorded: Option<Result<(), AwsError>>,
+}
+
+/// Where the snapshots a run creates are recorded: the incident record of the instance.
+#[derive(Clone, Copy)]
+pub struct Record<'a> {
+    pub store: &'a IncidentStore,
+    pub instance_id: &'a str,
 }
 
 /// Where earlier snapshots of this incident may be.
@@ -44,9 +55,11 @@ pub async fn snapshot_volumes(
     incident: &str,
     enabled: bool,
     prior: Prior,
+    record: Option<Record<'_>>,
 ) -> EvidenceCut {
     let started = Instant::now();
     let mut snapshots = Vec::new();
+    let mut recorded = None;
     let result = if !enabled {
         Ok(StepResult::skipped("turned off by SNAPSHOT_VOLUMES=false"))
     } else if facts.volumes.is_empty() {
@@ -54,11 +67,20 @@ pub async fn snapshot_volumes(
             "no EBS volume attached (instance-store volumes cannot be snapshotted)",
         ))
     } else {
-        snapshot(clients, facts, incident, prior, &mut snapshots).await
+        snapshot(
+            clients,
+            facts,
+            incident,
+            prior,
+            record,
+            (&mut snapshots, &mut recorded),
+        )
+        .await
     };
     EvidenceCut {
         report: step_report(Step::SnapshotVolumes, started, result),
         snapshots,
+        recorded,
     }
 }
 
@@ -102,7 +124,8 @@ async fn snapshot(
     facts: &InstanceFacts,
     incident: &str,
     prior: Prior,
-    records: &mut Vec<SnapshotRecord>,
+    record: Option<Record<'_>>,
+    (records, recorded): (&mut Vec<SnapshotRecord>, &mut Option<Result<(), AwsError>>),
 ) -> Result<StepResult, AwsError> {
     let before = match prior {
         Prior::Possible => existing(clients, &facts.instance_id, incident).await?,
@@ -175,7 +198,18 @@ async fn snapshot(
         })
         .collect();
     records.extend(created.iter().cloned());
-    let after = read_back(clients, &created).await?;
+    // The snapshot ids are known from the create: they go into the record while EC2 is asked
+    // to show them, not after.
+    let (after, written) = tokio::join!(read_back(clients, &created), async {
+        match record {
+            Some(r) if !created.is_empty() => {
+                Some(r.store.record_snapshots(r.instance_id, records).await)
+            }
+            _ => None,
+        }
+    });
+    *recorded = written;
+    let after = after?;
     let unreadable: Vec<&str> = missing
         .iter()
         .copied()

@@ -269,6 +269,8 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         account: inv.account.map(str::to_owned),
         interfaces: observed.interfaces.clone(),
         profile: observed.profile.clone(),
+        snapshot_lease_until: (inv.config.snapshot_volumes && !facts.volumes.is_empty())
+            .then(|| now_secs() + SNAPSHOT_LEASE_SECS),
         ..Record::default()
     };
     let claim: ClaimOnce = {
@@ -310,6 +312,8 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
             // Containment goes ahead without the record; the failure is reported and retried.
             Err(e) => (record.incident.clone(), Err(e.clone())),
         };
+        // A new claim took the snapshot lease with it.
+        let leased = matches!(&claimed, Ok(Claim::New(r)) if r.snapshot_lease_until.is_some());
         let prior = match &claimed {
             Ok(Claim::New(_)) if !facts.tags.contains_key(tags::INCIDENT) => evidence::Prior::None,
             _ => evidence::Prior::Possible,
@@ -322,7 +326,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
                 instance_id,
                 association
             ),
-            snapshots(inv, &facts, &incident, claimed.is_ok(), prior),
+            snapshots(inv, &facts, &incident, (claimed.is_ok(), leased), prior),
         );
         (
             claimed.is_ok(),
@@ -487,58 +491,78 @@ fn observe(
 }
 
 /// Snapshots under the record's lease, so that concurrent invocations for one instance take one
-/// set between them. Without a record (the claim failed) they are taken anyway: evidence comes
-/// before the lock, and the snapshot tags still keep one set per incident.
+/// set between them. A new claim carries the lease already (`leased`); a later run takes it
+/// first. Without a record (the claim failed) they are taken anyway: evidence comes before the
+/// lock, and the snapshot tags still keep one set per incident.
 async fn snapshots(
     inv: &Invocation<'_>,
     facts: &InstanceFacts,
     incident: &str,
-    recorded: bool,
+    (recorded, leased): (bool, bool),
     prior: evidence::Prior,
 ) -> evidence::EvidenceCut {
     let enabled = inv.config.snapshot_volumes;
     if !enabled || facts.volumes.is_empty() || !recorded {
-        return evidence::snapshot_volumes(inv.clients, facts, incident, enabled, prior).await;
+        return evidence::snapshot_volumes(inv.clients, facts, incident, enabled, prior, None)
+            .await;
     }
     let started = Instant::now();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let lease = inv
-        .store
-        .take_snapshot_lease(
-            &facts.instance_id,
-            inv.invocation_id,
-            now,
-            SNAPSHOT_LEASE_SECS,
-        )
-        .await;
+    let lease = match leased {
+        true => Ok(Lease::Held),
+        false => {
+            inv.store
+                .take_snapshot_lease(
+                    &facts.instance_id,
+                    inv.invocation_id,
+                    now_secs(),
+                    SNAPSHOT_LEASE_SECS,
+                )
+                .await
+        }
+    };
     match lease {
         Ok(Lease::Held) | Ok(Lease::NoRecord) | Err(_) => {
-            let cut =
-                evidence::snapshot_volumes(inv.clients, facts, incident, enabled, prior).await;
+            let record = evidence::Record {
+                store: inv.store,
+                instance_id: &facts.instance_id,
+            };
+            let mut cut = evidence::snapshot_volumes(
+                inv.clients,
+                facts,
+                incident,
+                enabled,
+                prior,
+                Some(record),
+            )
+            .await;
             if cut.report.status == Status::Failed {
                 // Best effort: if this fails too, the lease lapses on its own.
                 let _ = inv
                     .store
                     .release_snapshot_lease(&facts.instance_id, inv.invocation_id)
                     .await;
-            } else if !cut.snapshots.is_empty() {
-                if let Err(e) = inv
-                    .store
-                    .record_snapshots(&facts.instance_id, &cut.snapshots)
-                    .await
-                {
-                    return evidence::EvidenceCut {
-                        report: step_report(
-                            Step::SnapshotVolumes,
-                            started,
-                            unrecorded(Ok(StepResult::done(cut.report.detail.clone())), Err(e)),
-                        ),
-                        snapshots: cut.snapshots,
-                    };
+                return cut;
+            }
+            // Snapshots found from an earlier run, none created now: recorded here instead.
+            let recorded = match cut.recorded.take() {
+                Some(recorded) => recorded,
+                None if !cut.snapshots.is_empty() => {
+                    inv.store
+                        .record_snapshots(&facts.instance_id, &cut.snapshots)
+                        .await
                 }
+                None => Ok(()),
+            };
+            if let Err(e) = recorded {
+                return evidence::EvidenceCut {
+                    report: step_report(
+                        Step::SnapshotVolumes,
+                        started,
+                        unrecorded(Ok(StepResult::done(cut.report.detail.clone())), Err(e)),
+                    ),
+                    snapshots: cut.snapshots,
+                    recorded: None,
+                };
             }
             cut
         }
@@ -552,6 +576,7 @@ async fn snapshots(
                 ))),
             ),
             snapshots,
+            recorded: None,
         },
         Ok(Lease::HeldByOther { holder }) => evidence::EvidenceCut {
             report: step_report(
@@ -562,8 +587,16 @@ async fn snapshots(
                 ))),
             ),
             snapshots: Vec::new(),
+            recorded: None,
         },
     }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 fn outcome_of(steps: &[StepReport]) -> InstanceOutcome {

@@ -170,3 +170,29 @@ async fn two_different_events_for_one_instance_at_once_share_one_incident() {
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_first_claim_takes_the_snapshot_lease_with_it_and_records_the_snapshots() {
+    let s = Scenario::build(Options::default()).await;
+    let (result, log) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    let report = result.expect("contained");
+    let item = record(&s, &s.instance_id).await;
+    // The claimer holds the lease from the claim on: no separate write took it.
+    assert_eq!(item["snapshot_lease_holder"], item["claimed_by"]);
+    assert_eq!(log.count("PutItem"), 1);
+    // One write for the snapshots, one at the end; none for the lease.
+    assert_eq!(log.count("UpdateItem"), 2, "{:?}", log.calls());
+    let recorded: Vec<String> = json_attr(&item, "snapshots")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot_id"].as_str().unwrap().to_owned())
+        .collect();
+    let taken: Vec<String> = report.instances[0]
+        .snapshots
+        .iter()
+        .map(|s| s.snapshot_id.clone())
+        .collect();
+    assert_eq!(recorded, taken);
+    assert_eq!(recorded.len(), s.volumes.len());
+}
