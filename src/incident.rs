@@ -258,7 +258,7 @@ impl IncidentStore {
     }
 
     /// Records one piece of original state unless one is recorded already: called by a step
-    /// right before it changes that piece.
+    /// as it changes that piece.
     pub async fn remember<T: Serialize>(
         &self,
         instance_id: &str,

@@ -217,24 +217,29 @@ async fn deregister_all_targets(
             port: t.port(),
         }));
     }
-    let remembered = match recorder {
-        Some(r) => r.remember(ORIGINAL_TARGET_GROUPS, &*original).await,
-        None => Ok(()),
-    };
-    stream::iter(&registered)
-        .map(|(arn, _, targets)| async move {
-            clients
-                .elbv2
-                .deregister_targets()
-                .target_group_arn(arn)
-                .set_targets(Some(targets.clone()))
-                .send()
-                .await
-                .map_err(aws_err("DeregisterTargets"))
-        })
-        .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
+    // The record and the change go out together, as in the scaling step.
+    let (remembered, deregistered) = tokio::join!(
+        async {
+            match recorder {
+                Some(r) => r.remember(ORIGINAL_TARGET_GROUPS, &*original).await,
+                None => Ok(()),
+            }
+        },
+        stream::iter(&registered)
+            .map(|(arn, _, targets)| async move {
+                clients
+                    .elbv2
+                    .deregister_targets()
+                    .target_group_arn(arn)
+                    .set_targets(Some(targets.clone()))
+                    .send()
+                    .await
+                    .map_err(aws_err("DeregisterTargets"))
+            })
+            .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
+            .try_collect::<Vec<_>>(),
+    );
+    deregistered?;
     let read_back = join_all(
         registered
             .iter()
@@ -322,28 +327,33 @@ async fn deregister_classic_inner(
         ));
     }
     original.extend(names.iter().cloned());
-    let remembered = match recorder {
-        Some(r) => r.remember(ORIGINAL_CLASSIC_LOAD_BALANCERS, &names).await,
-        None => Ok(()),
-    };
-    stream::iter(&names)
-        .map(|name| async move {
-            clients
-                .elb
-                .deregister_instances_from_load_balancer()
-                .load_balancer_name(name)
-                .instances(
-                    aws_sdk_elasticloadbalancing::types::Instance::builder()
-                        .instance_id(instance_id)
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(aws_err("DeregisterInstancesFromLoadBalancer"))
-        })
-        .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
+    // The record and the change go out together, as in the scaling step.
+    let (remembered, deregistered) = tokio::join!(
+        async {
+            match recorder {
+                Some(r) => r.remember(ORIGINAL_CLASSIC_LOAD_BALANCERS, &names).await,
+                None => Ok(()),
+            }
+        },
+        stream::iter(&names)
+            .map(|name| async move {
+                clients
+                    .elb
+                    .deregister_instances_from_load_balancer()
+                    .load_balancer_name(name)
+                    .instances(
+                        aws_sdk_elasticloadbalancing::types::Instance::builder()
+                            .instance_id(instance_id)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(aws_err("DeregisterInstancesFromLoadBalancer"))
+            })
+            .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
+            .try_collect::<Vec<_>>(),
+    );
+    deregistered?;
     let left = classic_balancers_with(clients, instance_id, Some(names.clone())).await?;
     if !left.is_empty() {
         return Err(AwsError::local(

@@ -60,7 +60,7 @@ const SNAPSHOT_LEASE_SECS: u64 = 15 * 60;
 /// The claim of one instance, awaited by every step that needs it and made once.
 type ClaimOnce = Shared<BoxFuture<'static, Result<Claim, AwsError>>>;
 
-/// Where a step records a piece of original state right before it changes it. Steps start their
+/// Where a step records a piece of original state as it changes it. Steps start their
 /// reads before the claim has landed; the first piece they record waits for it, since the claim
 /// creates the record the pieces go into.
 #[derive(Clone, Copy)]

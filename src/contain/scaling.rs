@@ -77,16 +77,21 @@ pub async fn detach(
             original_group: None,
         };
     };
-    let remembered = match recorder {
-        Some(r) => {
-            let record = GroupRecord {
-                name: Some(group.clone()),
-            };
-            r.remember(ORIGINAL_AUTO_SCALING_GROUP, &record).await
-        }
-        None => Ok(()),
+    // The record and the change go out together: a failed record never held the change back
+    // (containment first), and waiting for it would only add a round trip.
+    let record = GroupRecord {
+        name: Some(group.clone()),
     };
-    let result = unrecorded(detach_from(clients, instance_id, &group).await, remembered);
+    let (remembered, detached) = tokio::join!(
+        async {
+            match recorder {
+                Some(r) => r.remember(ORIGINAL_AUTO_SCALING_GROUP, &record).await,
+                None => Ok(()),
+            }
+        },
+        detach_from(clients, instance_id, &group),
+    );
+    let result = unrecorded(detached, remembered);
     ScalingCut {
         report: step_report(Step::DetachAutoScaling, started, result),
         original_group: Some(group),
