@@ -124,6 +124,43 @@ async fn revoke(
     instance_id: &str,
     profile_arn: &str,
 ) -> Result<StepResult, AwsError> {
+    let ProfileRoles {
+        instance_arn,
+        roles,
+    } = profile_roles(clients, instance_id, profile_arn).await?;
+    if roles.is_empty() {
+        return Ok(StepResult::unchanged(format!(
+            "no credentials were issued: {profile_arn} has no role"
+        )));
+    }
+    let now = issue_time_bound(SystemTime::now());
+    let results = join_all(roles.iter().map(|(role, role_arn)| {
+        let target = Target {
+            role,
+            role_arn,
+            instance_arn: &instance_arn,
+        };
+        revoke_on_role(clients, ledger, target, mode, &now)
+    }))
+    .await;
+    Ok(StepResult::merge(
+        results.into_iter().collect::<Result<_, _>>()?,
+    ))
+}
+
+/// The roles credentials delivered through an instance profile belong to, and the instance's
+/// ARN as `ec2:SourceInstanceARN` names it.
+pub struct ProfileRoles {
+    pub instance_arn: String,
+    /// Each role's name and ARN.
+    pub roles: Vec<(String, String)>,
+}
+
+pub async fn profile_roles(
+    clients: &Clients,
+    instance_id: &str,
+    profile_arn: &str,
+) -> Result<ProfileRoles, AwsError> {
     // The instances this function contains are in the region its EC2 client calls, so the ARN
     // takes that client's region: no separate setting can disagree with it.
     let region = clients
@@ -151,7 +188,7 @@ async fn revoke(
         .send()
         .await
         .map_err(aws_err("GetInstanceProfile"))?;
-    let roles: Vec<(String, String)> = profile
+    let roles = profile
         .instance_profile()
         .map(|p| {
             p.roles()
@@ -160,24 +197,10 @@ async fn revoke(
                 .collect()
         })
         .unwrap_or_default();
-    if roles.is_empty() {
-        return Ok(StepResult::unchanged(format!(
-            "no credentials were issued: {profile_arn} has no role"
-        )));
-    }
-    let now = issue_time_bound(SystemTime::now());
-    let results = join_all(roles.iter().map(|(role, role_arn)| {
-        let target = Target {
-            role,
-            role_arn,
-            instance_arn: &instance_arn,
-        };
-        revoke_on_role(clients, ledger, target, mode, &now)
-    }))
-    .await;
-    Ok(StepResult::merge(
-        results.into_iter().collect::<Result<_, _>>()?,
-    ))
+    Ok(ProfileRoles {
+        instance_arn,
+        roles,
+    })
 }
 
 /// `arn:<partition>:ec2:<region>:<account>:instance/<id>`, partition and account taken from the

@@ -26,7 +26,9 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::aws::{aws_err, AwsError, Clients};
-use crate::contain::credentials::{decode_document, instance_arn, RevocationPolicy, POLICY_NAME};
+use crate::contain::credentials::{
+    decode_document, profile_roles, ProfileRoles, RevocationPolicy, POLICY_NAME,
+};
 use crate::contain::{step_report, StepResult};
 use crate::incident::ProfileRecord;
 use crate::report::{Step, StepReport};
@@ -57,35 +59,10 @@ async fn lift(
     instance_id: &str,
     profile_arn: &str,
 ) -> Result<StepResult, AwsError> {
-    let region = clients
-        .ec2
-        .config()
-        .region()
-        .map(|r| r.as_ref().to_owned())
-        .ok_or_else(|| AwsError::local("PutRolePolicy", "the SDK configuration names no region"))?;
-    let arn = instance_arn(profile_arn, &region, instance_id).ok_or_else(|| {
-        AwsError::local(
-            "GetInstanceProfile",
-            format!("cannot read partition and account from the profile ARN {profile_arn}"),
-        )
-    })?;
-    let profile_name = profile_arn.rsplit('/').next().unwrap_or(profile_arn);
-    let profile = clients
-        .iam
-        .get_instance_profile()
-        .instance_profile_name(profile_name)
-        .send()
-        .await
-        .map_err(aws_err("GetInstanceProfile"))?;
-    let roles: Vec<(String, String)> = profile
-        .instance_profile()
-        .map(|p| {
-            p.roles()
-                .iter()
-                .map(|r| (r.role_name().to_owned(), r.arn().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ProfileRoles {
+        instance_arn: arn,
+        roles,
+    } = profile_roles(clients, instance_id, profile_arn).await?;
     if roles.is_empty() {
         return Ok(StepResult::unchanged(format!(
             "{profile_arn} has no role: no credentials were denied"

@@ -8,7 +8,7 @@
 use futures::future::join_all;
 
 use super::{change, Plan};
-use crate::aws::{aws_err, AwsError, Clients};
+use crate::aws::{AwsError, Clients};
 use crate::config::{Config, CredentialRevocation, REVOKE_INSTANCE_CREDENTIALS};
 use crate::contain::credentials::{
     self, OriginalProfile, RevocationPolicy, POLICY_NAME, ROLE_POLICY_CHARS,
@@ -73,36 +73,10 @@ pub(super) async fn plan_revocation(
         }
         (_, OriginalProfile::Arn(arn)) => arn,
     };
-    let region = clients
-        .ec2
-        .config()
-        .region()
-        .map(|r| r.as_ref().to_owned())
-        .ok_or_else(|| {
-            AwsError::local(
-                "PutRolePolicy",
-                "the SDK configuration names no region, so the instance ARN is unknown",
-            )
-        })?;
-    let instance_arn =
-        credentials::instance_arn(&profile_arn, &region, instance_id).ok_or_else(|| {
-            AwsError::local(
-                "GetInstanceProfile",
-                format!("cannot read partition and account from the profile ARN {profile_arn}"),
-            )
-        })?;
-    let profile_name = profile_arn.rsplit('/').next().unwrap_or(&profile_arn);
-    let profile = clients
-        .iam
-        .get_instance_profile()
-        .instance_profile_name(profile_name)
-        .send()
-        .await
-        .map_err(aws_err("GetInstanceProfile"))?;
-    let roles: Vec<String> = profile
-        .instance_profile()
-        .map(|p| p.roles().iter().map(|r| r.role_name().to_owned()).collect())
-        .unwrap_or_default();
+    let credentials::ProfileRoles {
+        instance_arn,
+        roles,
+    } = credentials::profile_roles(clients, instance_id, &profile_arn).await?;
     if roles.is_empty() {
         return Ok(Plan::unchanged(format!(
             "no credentials were issued: {profile_arn} has no role"
@@ -112,7 +86,7 @@ pub(super) async fn plan_revocation(
     let plans = join_all(
         roles
             .iter()
-            .map(|role| plan_role(clients, role, &instance_arn, mode, &now)),
+            .map(|(role, _)| plan_role(clients, role, &instance_arn, mode, &now)),
     )
     .await;
     let mut changes = Vec::new();
