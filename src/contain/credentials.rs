@@ -52,8 +52,11 @@ pub const ROLE_POLICY_CHARS: usize = 10_240;
 
 const SOURCE_INSTANCE_ARN: &str = "ec2:SourceInstanceARN";
 const TOKEN_ISSUE_TIME: &str = "aws:TokenIssueTime";
-/// Writes before the step gives up on a policy that concurrent writers keep replacing.
-const MAX_WRITES: usize = 3;
+/// Writes before the step gives up on a policy that concurrent writers keep replacing. With the
+/// revocation list, a writer writes again only while other writers keep adding to it; an event
+/// that names many instances of one role takes turns within its invocation, so this bounds the
+/// invocations that add to one role at the same moment, not the instances.
+const MAX_WRITES: usize = 6;
 /// Long enough for IAM's eventual consistency to show a concurrent writer's document, short
 /// enough not to matter next to the other steps, which run meanwhile.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -311,10 +314,10 @@ fn fit(
     // its ARN may stay out when there is no room for it. (A re-run then cannot tell it has been
     // here, and moves the bound forward again.)
     if mode == CredentialRevocation::RoleWide {
-        let older = RevocationPolicy {
-            older_than: Some(now.to_owned()),
-            ..existing.clone()
-        };
+        // Every other listed instance stays in the statement; only this one's ARN is left out.
+        let mut older = existing.wanted(target.instance_arn, mode, now);
+        older.instance_arns.extend(listed.iter().cloned());
+        older.instance_arns.remove(target.instance_arn);
         let total = others + older.chars();
         if total <= ROLE_POLICY_CHARS {
             return Ok((older, Write::OlderSessionsOnly));
@@ -680,7 +683,13 @@ impl RevocationPolicy {
         let mut wanted = self.clone();
         let added = wanted.instance_arns.insert(instance_arn.to_owned());
         if mode == CredentialRevocation::RoleWide && (added || wanted.older_than.is_none()) {
-            wanted.older_than = Some(now.to_owned());
+            // Never earlier than a bound another writer already set: `now` was taken when this
+            // run began, and moving the bound back would let sessions between the two through.
+            // (Both are written by `issue_time_bound`, so they compare as text.)
+            wanted.older_than = Some(match wanted.older_than.take() {
+                Some(set) if set.as_str() > now => set,
+                _ => now.to_owned(),
+            });
         }
         wanted
     }
@@ -766,6 +775,25 @@ mod tests {
 
     fn first(mode: CredentialRevocation) -> RevocationPolicy {
         RevocationPolicy::default().wanted(A, mode, NOW)
+    }
+
+    #[test]
+    fn the_role_wide_bound_never_moves_back_to_an_earlier_run_start() {
+        let later = "2026-11-23T10:00:09Z";
+        let existing = RevocationPolicy {
+            instance_arns: [A.to_owned()].into(),
+            older_than: Some(later.to_owned()),
+            ..RevocationPolicy::default()
+        };
+        // This run began at NOW, before another writer set the later bound.
+        let wanted = existing.wanted(B, CredentialRevocation::RoleWide, NOW);
+        assert_eq!(wanted.older_than.as_deref(), Some(later));
+        let fresh = RevocationPolicy {
+            older_than: Some("2026-11-23T09:00:00Z".to_owned()),
+            ..RevocationPolicy::default()
+        }
+        .wanted(B, CredentialRevocation::RoleWide, NOW);
+        assert_eq!(fresh.older_than.as_deref(), Some(NOW));
     }
 
     #[test]

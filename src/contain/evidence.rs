@@ -198,18 +198,7 @@ async fn snapshot(
         })
         .collect();
     records.extend(created.iter().cloned());
-    // The snapshot ids are known from the create: they go into the record while EC2 is asked
-    // to show them, not after.
-    let (after, written) = tokio::join!(read_back(clients, &created), async {
-        match record {
-            Some(r) if !created.is_empty() => {
-                Some(r.store.record_snapshots(r.instance_id, records).await)
-            }
-            _ => None,
-        }
-    });
-    *recorded = written;
-    let after = after?;
+    let after = read_back(clients, &created).await?;
     let unreadable: Vec<&str> = missing
         .iter()
         .copied()
@@ -220,6 +209,12 @@ async fn snapshot(
             "DescribeSnapshots",
             format!("read back no snapshot of {}", unreadable.join(", ")),
         ));
+    }
+    // Recorded only once EC2 shows a snapshot of every volume: the record's snapshots end the
+    // lease for good (a retry finds them and takes no more), so a failed or partial set must
+    // not get there.
+    if let Some(r) = record {
+        *recorded = Some(r.store.record_snapshots(r.instance_id, records).await);
     }
     let ids: Vec<String> = created
         .iter()

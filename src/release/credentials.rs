@@ -76,7 +76,7 @@ async fn lift(
 }
 
 /// Writes before the step gives up on a list that concurrent containments keep changing.
-const MAX_WRITES: usize = 3;
+const MAX_WRITES: usize = 6;
 
 async fn lift_on_role(
     clients: &Clients,
@@ -97,6 +97,7 @@ async fn lift_on_role(
     })?;
     let mut found = found?;
     let mut detail = None;
+    let mut settled = false;
     for _ in 0..MAX_WRITES {
         let policy = match &found {
             Some(document) => RevocationPolicy::from_document(document).map_err(|e| {
@@ -118,11 +119,13 @@ async fn lift_on_role(
             .extend(entry.instance_arns.iter().cloned());
         lifted.instance_arns.remove(arn);
         if lifted == policy {
+            settled = true;
             break;
         }
         detail = Some(write(clients, role, arn, &lifted).await?);
         let current = ledger.current(role_arn).await?;
         if current.version == entry.version {
+            settled = true;
             break;
         }
         entry = current;
@@ -133,6 +136,19 @@ async fn lift_on_role(
             true => None,
             false => Some(lifted.document()),
         };
+    }
+    // A write made from a list that kept changing may have landed after a containment's, and
+    // dropped the instance it added: fail, so that the release is run again and writes the
+    // list as it then stands.
+    if !settled {
+        return Err(AwsError::local(
+            "GetItem",
+            format!(
+                "the revocation list of role {role} kept changing over {MAX_WRITES} writes of \
+                 {POLICY_NAME}; run the release again so that the policy holds the list as it \
+                 stands"
+            ),
+        ));
     }
     let read_back = match read(clients, role).await? {
         None => RevocationPolicy::default(),

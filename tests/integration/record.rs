@@ -196,3 +196,40 @@ async fn a_first_claim_takes_the_snapshot_lease_with_it_and_records_the_snapshot
     assert_eq!(recorded, taken);
     assert_eq!(recorded.len(), s.volumes.len());
 }
+
+#[tokio::test]
+async fn a_snapshot_set_that_cannot_be_read_back_is_not_recorded_and_a_retry_takes_it() {
+    let s = Scenario::build(Options::default()).await;
+    let faults = crate::support::faults::Faults::default();
+    // EC2 does not show the set it just created (an error state, a partial set, or the read
+    // failing): the step fails, and the record must not call the evidence taken.
+    faults.deny("DescribeSnapshots", "UnauthorizedOperation");
+    let failing = crate::support::with_faults(&s.account.sdk, &faults);
+    let (first, _) =
+        crate::containment::contain_with(&s, trigger_event(&[&s.instance_id]), &[], &failing).await;
+    let report = first.expect_err("the snapshot step fails the invocation");
+    assert!(report.contains("snapshot-volumes"), "{report}");
+    assert!(faults.injected("DescribeSnapshots") > 0);
+    let item = record(&s, &s.instance_id).await;
+    assert!(
+        !item.contains_key("snapshots"),
+        "a set that was not read back is not recorded: {item:?}"
+    );
+    assert!(
+        !item.contains_key("snapshot_lease_holder"),
+        "the lease is given up"
+    );
+
+    // Lambda's retry, with EC2 answering: the evidence is taken (or found) and recorded.
+    let (again, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
+    let report = again.expect("contained on the retry");
+    let step = report.instances[0].step(Step::SnapshotVolumes).unwrap();
+    assert_ne!(step.status, Status::Failed, "{}", step.detail);
+    assert_eq!(
+        json_attr(&record(&s, &s.instance_id).await, "snapshots")
+            .as_array()
+            .unwrap()
+            .len(),
+        s.volumes.len()
+    );
+}
