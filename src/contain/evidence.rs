@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    Filter, InstanceSpecification, ResourceType, Snapshot, Tag, TagSpecification,
+};
 
 use super::instance::InstanceFacts;
 use super::tags;
@@ -84,34 +86,44 @@ pub async fn snapshot_volumes(
     }
 }
 
+/// Every snapshot of this account that matches `filters`, all pages.
+pub(crate) async fn own_snapshots(
+    clients: &Clients,
+    filters: Vec<Filter>,
+) -> Result<Vec<Snapshot>, AwsError> {
+    clients
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .set_filters(Some(filters))
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(aws_err("DescribeSnapshots"))
+}
+
 /// Volume id to snapshot id, for the snapshots of this instance and incident.
 pub(crate) async fn existing(
     clients: &Clients,
     instance_id: &str,
     incident: &str,
 ) -> Result<BTreeMap<String, String>, AwsError> {
-    let snapshots: Vec<_> = clients
-        .ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
+    let snapshots = own_snapshots(
+        clients,
+        vec![
             Filter::builder()
                 .name(format!("tag:{}", tags::SNAPSHOT_INSTANCE))
                 .values(instance_id)
                 .build(),
-        )
-        .filters(
             Filter::builder()
                 .name(format!("tag:{}", tags::INCIDENT))
                 .values(incident)
                 .build(),
-        )
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws_err("DescribeSnapshots"))?;
+        ],
+    )
+    .await?;
     Ok(snapshots
         .iter()
         .filter(|s| s.state().map(|s| s.as_str()) != Some("error"))

@@ -43,7 +43,9 @@ use serde::Serialize;
 use crate::aws::{AwsError, Clients};
 use crate::config::Config;
 use crate::event::ContainRequest;
-use crate::incident::{Claim, GroupRecord, IncidentStore, Lease, Observed, ProfileRecord, Record};
+use crate::incident::{
+    Claim, GroupRecord, IncidentStore, Lease, Observed, ProfileRecord, Record, CONTAINING,
+};
 use crate::report::{
     InstanceOutcome, InstanceReport, InterfaceGroups, OriginalState, Report, Status, Step,
     StepReport,
@@ -262,7 +264,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
             .get(tags::INCIDENT)
             .cloned()
             .unwrap_or_else(|| inv.incident.to_owned()),
-        status: "containing".to_owned(),
+        status: CONTAINING.to_owned(),
         claimed_by: inv.invocation_id.to_owned(),
         claimed_at: now_rfc3339(),
         reason: inv.reason.to_owned(),
@@ -644,7 +646,7 @@ fn rejected(instance_id: &str, started: Instant, error: DescribeError) -> Instan
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     aws_smithy_types::DateTime::from(SystemTime::now())
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .unwrap_or_default()

@@ -13,6 +13,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use super::key::KmsKeyRef;
 use super::plan::{SnapshotFacts, COPY_OF};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::contain::evidence::own_snapshots;
 
 /// This account's snapshots among `ids`, by id. Unknown ids are simply absent: a filter, unlike
 /// `SnapshotIds`, does not fail the whole call for one snapshot that no longer exists.
@@ -20,22 +21,14 @@ pub async fn describe(
     clients: &Clients,
     ids: &[&str],
 ) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
-    let found = clients
-        .ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            Filter::builder()
-                .name("snapshot-id")
-                .set_values(Some(ids.iter().map(|id| id.to_string()).collect()))
-                .build(),
-        )
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws_err("DescribeSnapshots"))?;
+    let found = own_snapshots(
+        clients,
+        vec![Filter::builder()
+            .name("snapshot-id")
+            .set_values(Some(ids.iter().map(|id| id.to_string()).collect()))
+            .build()],
+    )
+    .await?;
     Ok(found
         .iter()
         .filter_map(SnapshotFacts::from_sdk)
@@ -49,22 +42,14 @@ pub async fn existing_copies(
     clients: &Clients,
     sources: &[&str],
 ) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
-    let found = clients
-        .ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{COPY_OF}"))
-                .set_values(Some(sources.iter().map(|id| id.to_string()).collect()))
-                .build(),
-        )
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws_err("DescribeSnapshots"))?;
+    let found = own_snapshots(
+        clients,
+        vec![Filter::builder()
+            .name(format!("tag:{COPY_OF}"))
+            .set_values(Some(sources.iter().map(|id| id.to_string()).collect()))
+            .build()],
+    )
+    .await?;
     Ok(found
         .iter()
         .filter_map(SnapshotFacts::from_sdk)

@@ -40,7 +40,7 @@ use futures::stream::{self, StreamExt};
 use crate::aws::{AwsError, Clients};
 use crate::config::{Config, FunctionMode};
 use crate::contain::instance::{self, DescribeError, InstanceFacts};
-use crate::contain::{step_report, StepResult};
+use crate::contain::{now_rfc3339, step_report, StepResult};
 use crate::event::{EventError, ReleaseRequest, Request};
 use crate::incident::{IncidentStore, Record, CONTAINING, RELEASED, RELEASE_PARTIAL};
 use crate::report::{InstanceOutcome, InstanceReport, Report, Status, Step, StepReport};
@@ -313,12 +313,6 @@ fn rejected(
 /// The facts a restore step needs about one interface of the instance now.
 pub(crate) fn attached<'a>(facts: &'a InstanceFacts, eni: &str) -> Option<&'a instance::Interface> {
     facts.interfaces.iter().find(|i| i.id == eni)
-}
-
-fn now_rfc3339() -> String {
-    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::contain::scaling::membership;
 use crate::contain::{step_report, StepResult};
 use crate::incident::GroupRecord;
 use crate::report::{Step, StepReport};
@@ -29,26 +30,6 @@ pub async fn attach(
         Some(group) => attach_to(clients, instance_id, group).await,
     };
     step_report(Step::AttachAutoScaling, started, result)
-}
-
-/// The group the instance is in now, if any (leaving ones excluded).
-async fn membership(clients: &Clients, instance_id: &str) -> Result<Option<String>, AwsError> {
-    let output = clients
-        .autoscaling
-        .describe_auto_scaling_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .map_err(aws_err("DescribeAutoScalingInstances"))?;
-    Ok(output
-        .auto_scaling_instances()
-        .iter()
-        .filter(|i| i.instance_id() == Some(instance_id))
-        .filter(|i| {
-            !i.lifecycle_state()
-                .is_some_and(|s| s.starts_with("Detach") || s.starts_with("Terminat"))
-        })
-        .find_map(|i| i.auto_scaling_group_name().map(str::to_owned)))
 }
 
 async fn attach_to(
