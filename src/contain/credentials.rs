@@ -576,7 +576,7 @@ pub(crate) async fn other_policies_chars(clients: &Clients, role: &str) -> Resul
     Ok(total)
 }
 
-async fn put_policy(
+pub(crate) async fn put_policy(
     clients: &Clients,
     role: &str,
     policy: &RevocationPolicy,

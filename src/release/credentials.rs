@@ -23,11 +23,9 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
-
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::contain::credentials::{
-    decode_document, profile_roles, ProfileRoles, RevocationPolicy, POLICY_NAME,
+    profile_roles, put_policy, read_policy, ProfileRoles, RevocationPolicy, POLICY_NAME,
 };
 use crate::contain::{step_report, StepResult};
 use crate::incident::ProfileRecord;
@@ -85,7 +83,7 @@ async fn lift_on_role(
     role_arn: &str,
     arn: &str,
 ) -> Result<StepResult, AwsError> {
-    let (listed, found) = tokio::join!(ledger.remove(role_arn, arn), read(clients, role));
+    let (listed, found) = tokio::join!(ledger.remove(role_arn, arn), read_policy(clients, role));
     let mut entry = listed.map_err(|e| AwsError {
         message: format!(
             "{arn} could not be taken off the revocation list of role {role}, so the next \
@@ -150,7 +148,7 @@ async fn lift_on_role(
             ),
         ));
     }
-    let read_back = match read(clients, role).await? {
+    let read_back = match read_policy(clients, role).await? {
         None => RevocationPolicy::default(),
         Some(document) => RevocationPolicy::from_document(&document)
             .map_err(|e| AwsError::local("GetRolePolicy", e))?,
@@ -187,15 +185,7 @@ async fn write(
             "removed {arn} from role {role}; no instance was left, so {POLICY_NAME} is deleted"
         ));
     }
-    clients
-        .iam
-        .put_role_policy()
-        .role_name(role)
-        .policy_name(POLICY_NAME)
-        .policy_document(lifted.document().to_string())
-        .send()
-        .await
-        .map_err(aws_err("PutRolePolicy"))?;
+    put_policy(clients, role, lifted).await?;
     let kept = match &lifted.older_than {
         Some(t) => format!("; the role-wide deny of sessions issued before {t} stays"),
         None => String::new(),
@@ -204,32 +194,4 @@ async fn write(
         "removed {arn} from {POLICY_NAME} on role {role} ({} instance(s) still denied){kept}",
         lifted.instance_arns.len()
     ))
-}
-
-async fn read(clients: &Clients, role: &str) -> Result<Option<Value>, AwsError> {
-    let output = match clients
-        .iam
-        .get_role_policy()
-        .role_name(role)
-        .policy_name(POLICY_NAME)
-        .send()
-        .await
-        .map_err(aws_err("GetRolePolicy"))
-    {
-        Ok(output) => output,
-        Err(e) if e.has_code("NoSuchEntity") => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let text = decode_document(output.policy_document()).map_err(|e| {
-        AwsError::local(
-            "GetRolePolicy",
-            format!("{POLICY_NAME} on role {role}: {e}"),
-        )
-    })?;
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        AwsError::local(
-            "GetRolePolicy",
-            format!("{POLICY_NAME} on role {role} is not JSON, so it is not changed: {e}"),
-        )
-    })
 }
