@@ -181,8 +181,9 @@ impl InstanceReport {
     }
 }
 
-/// Step names as they appear in the report and the logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// Step names as they appear in the report and the logs. Ordered as they are declared, which is
+/// the order the tags name them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     DescribeInstance,

@@ -38,6 +38,7 @@ use futures::future::join_all;
 use serde_json::{json, Map, Value};
 
 use super::identity::Association;
+use super::progress::Progress;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::{CredentialRevocation, InstanceProfileRef, REVOKE_INSTANCE_CREDENTIALS};
@@ -97,6 +98,7 @@ pub async fn revoke_credentials(
     mode: CredentialRevocation,
     instance_id: &str,
     original: OriginalProfile,
+    progress: Option<&Progress>,
 ) -> StepReport {
     let started = Instant::now();
     let result = match (mode, original) {
@@ -114,7 +116,7 @@ pub async fn revoke_credentials(
             "the original profile was replaced by an earlier run, which revoked its credentials",
         )),
         (mode, OriginalProfile::Arn(profile_arn)) => {
-            revoke(clients, ledger, mode, instance_id, &profile_arn).await
+            revoke(clients, ledger, mode, instance_id, &profile_arn, progress).await
         }
     };
     step_report(Step::RevokeCredentials, started, result)
@@ -126,6 +128,7 @@ async fn revoke(
     mode: CredentialRevocation,
     instance_id: &str,
     profile_arn: &str,
+    progress: Option<&Progress>,
 ) -> Result<StepResult, AwsError> {
     let ProfileRoles {
         instance_arn,
@@ -137,11 +140,17 @@ async fn revoke(
         )));
     }
     let now = issue_time_bound(SystemTime::now());
+    // An instance profile holds one role at most (an IAM quota that cannot be raised), so the
+    // deny on it is the step's write. Were there more, the step would report only at its end.
+    let written = progress.filter(|_| roles.len() == 1).map(|progress| {
+        move || progress.written(Step::RevokeCredentials, crate::report::Status::Done)
+    });
     let results = join_all(roles.iter().map(|(role, role_arn)| {
         let target = Target {
             role,
             role_arn,
             instance_arn: &instance_arn,
+            written: written.as_ref().map(|w| w as &(dyn Fn() + Sync)),
         };
         revoke_on_role(clients, ledger, target, mode, &now)
     }))
@@ -289,6 +298,16 @@ struct Target<'a> {
     role: &'a str,
     role_arn: &'a str,
     instance_arn: &'a str,
+    /// Told once the deny is written, before it is checked against concurrent writers.
+    written: Option<&'a (dyn Fn() + Sync)>,
+}
+
+impl Target<'_> {
+    fn tell_written(&self) {
+        if let Some(written) = self.written {
+            written();
+        }
+    }
 }
 
 /// The policy `existing` should become, within IAM's size quota: this instance's ARN and every
@@ -383,6 +402,7 @@ async fn write_listed(
         }
         put_policy(clients, target.role, &wanted).await?;
         last_write = Some(write);
+        target.tell_written();
         let current = ledger
             .current(target.role_arn)
             .await
@@ -437,6 +457,7 @@ async fn write_and_settle(
         }
         put_policy(clients, target.role, &wanted).await?;
         last_write = Some(write);
+        target.tell_written();
         tokio::time::sleep(SETTLE).await;
     }
     Err(AwsError::local(
@@ -487,17 +508,24 @@ fn detail_of(
     }
 }
 
+/// ARNs taken out of the policy by hand come back with the next write, which copies the role's
+/// revocation list into it: only a release takes them off the list.
+const RELEASE_MAKES_ROOM: &str =
+    "a release takes the instance's ARN off the role's revocation list and out of the policy; \
+     editing the policy by hand does not, since the next write restores it from the list";
+
 fn too_big(role: &str, mode: CredentialRevocation, total: usize, instances: usize) -> AwsError {
     let advice = match mode {
-        CredentialRevocation::RoleWide => {
+        CredentialRevocation::RoleWide => format!(
             "even with the issue-time statement alone; make room by removing other inline \
-             policies of the role or the ARNs of released instances"
-                .to_owned()
-        }
+             policies of the role, or by releasing instances of the role that no longer need \
+             containing ({RELEASE_MAKES_ROOM})"
+        ),
         _ => format!(
             "set {REVOKE_INSTANCE_CREDENTIALS}=role-wide to deny every session of the role \
              issued before now instead (every workload of the role then loses its current \
-             credentials), or remove the ARNs of released instances"
+             credentials), or release instances of the role that no longer need containing \
+             ({RELEASE_MAKES_ROOM})"
         ),
     };
     AwsError::local(

@@ -296,14 +296,11 @@ fn plan_tags(
     incident: &str,
     steps: &[StepReport],
 ) -> Plan {
-    let as_done: Vec<StepReport> = steps
+    let as_done: Vec<(Step, Status)> = steps
         .iter()
-        .cloned()
-        .map(|mut s| {
-            if s.status == Status::Planned {
-                s.status = Status::Done;
-            }
-            s
+        .map(|s| match s.status {
+            Status::Planned => (s.step, Status::Done),
+            status => (s.step, status),
         })
         .collect();
     let wanted = tags::desired(

@@ -20,11 +20,12 @@ use aws_sdk_ec2::types::{
 };
 
 use super::instance::InstanceFacts;
+use super::progress::Progress;
 use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::incident::IncidentStore;
-use crate::report::{SnapshotRecord, Step, StepReport};
+use crate::report::{SnapshotRecord, Status, Step, StepReport};
 
 pub struct EvidenceCut {
     pub report: StepReport,
@@ -39,6 +40,9 @@ pub struct EvidenceCut {
 pub struct Record<'a> {
     pub store: &'a IncidentStore,
     pub instance_id: &'a str,
+    /// Told that the snapshots are taken before they are recorded, so that the tags need not
+    /// wait for the record.
+    pub progress: &'a Progress,
 }
 
 /// Where earlier snapshots of this incident may be.
@@ -226,6 +230,7 @@ async fn snapshot(
     // lease for good (a retry finds them and takes no more), so a failed or partial set must
     // not get there.
     if let Some(r) = record {
+        r.progress.written(Step::SnapshotVolumes, Status::Done);
         *recorded = Some(r.store.record_snapshots(r.instance_id, records).await);
     }
     let ids: Vec<String> = created

@@ -7,16 +7,20 @@
 //!    unknown or terminated instance stops here, with nothing changed.
 //! 2. Claim the instance in the incident record ([`crate::incident`]) with the original state
 //!    just read, or find the claim already there. One round trip, with a budget of its own:
-//!    past it, the cuts go ahead without the record.
+//!    past it, the cuts go ahead without the record. Only the changes to what the record keeps
+//!    (the interfaces' groups, the profile) wait for it.
 //! 3. Then, all at the same time, so that nothing slow delays the cuts:
-//!    - network cut: isolation group per VPC, every interface onto it, through an allow-all
-//!      interim group that cuts the connections already open ([`network`]);
+//!    - network cut: isolation group per VPC (found or created beside the claim), every
+//!      interface onto it, through an allow-all interim group that cuts the connections already
+//!      open ([`network`]);
 //!    - credential cut: the isolation instance profile ([`identity`]), and a deny on the
 //!      original role for the credentials the instance already holds ([`credentials`]);
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
 //!    - protection against termination and stop, volumes kept ([`protection`]);
 //!    - snapshots of every volume, under the record's lease ([`evidence`]).
-//! 4. Last: tag the instance with the outcome ([`tags`]) and write it to the record.
+//! 4. Tag the instance with the outcome ([`tags`]) as soon as every step's writes have returned
+//!    ([`progress`]), beside the read-backs still out, and again if one of them disagrees; last,
+//!    write the outcome to the record.
 //!
 //! A failed step never stops the others. Each step reads back what it changed and reports
 //! `done`, `unchanged`, `skipped` or `failed`; the report, not this module, decides whether
@@ -29,6 +33,7 @@ pub mod identity;
 pub mod instance;
 pub mod load_balancing;
 pub mod network;
+pub mod progress;
 pub mod protection;
 pub mod rules;
 pub mod scaling;
@@ -54,10 +59,25 @@ use crate::revocations::RevocationLedger;
 use identity::Association;
 use instance::{DescribeError, InstanceFacts};
 use network::IsolationGroups;
+use progress::Progress;
 
 /// How long one invocation holds the right to snapshot an instance: past the function's timeout,
 /// so that a crashed holder's lease lapses before Lambda's next retry.
 const SNAPSHOT_LEASE_SECS: u64 = 15 * 60;
+
+/// The steps whose statuses the tags name, in the report's order.
+const TAGGED_STEPS: &[Step] = &[
+    Step::IsolationGroup,
+    Step::MoveNetworkInterfaces,
+    Step::ReplaceInstanceProfile,
+    Step::RevokeCredentials,
+    Step::DetachAutoScaling,
+    Step::DeregisterTargetGroups,
+    Step::DeregisterClassicLoadBalancers,
+    Step::ProtectInstance,
+    Step::KeepVolumes,
+    Step::SnapshotVolumes,
+];
 
 /// The claim of one instance, awaited by every step that needs it and made once.
 type ClaimOnce = Shared<BoxFuture<'static, Result<Claim, AwsError>>>;
@@ -293,26 +313,22 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
     );
 
     // 3. Everything else at once.
+    let progress = Progress::new(TAGGED_STEPS);
     let after_claim = async {
         let claimed = claim.clone().await;
         let claim_ms = claimed_at.elapsed();
-        let (incident, claim_result) = match &claimed {
-            Ok(Claim::New(record)) => (
-                record.incident.clone(),
-                Ok(StepResult::done(format!(
-                    "claimed for incident {}",
-                    record.incident
-                ))),
-            ),
-            Ok(Claim::Existing(record)) => (
-                record.incident.clone(),
-                Ok(StepResult::unchanged(format!(
-                    "claimed at {} by {} for incident {}",
-                    record.claimed_at, record.claimed_by, record.incident
-                ))),
-            ),
+        let incident = incident_of(&claimed, &record);
+        let claim_result = match &claimed {
+            Ok(Claim::New(record)) => Ok(StepResult::done(format!(
+                "claimed for incident {}",
+                record.incident
+            ))),
+            Ok(Claim::Existing(record)) => Ok(StepResult::unchanged(format!(
+                "claimed at {} by {} for incident {}",
+                record.claimed_at, record.claimed_by, record.incident
+            ))),
             // Containment goes ahead without the record; the failure is reported and retried.
-            Err(e) => (record.incident.clone(), Err(e.clone())),
+            Err(e) => Err(e.clone()),
         };
         // A new claim took the snapshot lease with it.
         let leased = matches!(&claimed, Ok(Claim::New(r)) if r.snapshot_lease_until.is_some());
@@ -320,26 +336,34 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
             Ok(Claim::New(_)) if !facts.tags.contains_key(tags::INCIDENT) => evidence::Prior::None,
             _ => evidence::Prior::Possible,
         };
-        let (network, identity, evidence) = tokio::join!(
-            network::isolate(clients, inv.groups, &facts),
-            identity::replace_profile(
+        let (identity, evidence) = tokio::join!(
+            Box::pin(identity::replace_profile(
                 clients,
                 &inv.config.isolation_profile,
                 instance_id,
                 association
-            ),
-            snapshots(inv, &facts, &incident, (claimed.is_ok(), leased), prior),
+            ))
+            .inspect(|cut| progress.finished(&cut.report)),
+            Box::pin(snapshots(
+                inv,
+                &facts,
+                &incident,
+                (claimed.is_ok(), leased),
+                prior,
+                &progress
+            ))
+            .inspect(|cut| progress.finished(&cut.report)),
         );
         (
             claimed.is_ok(),
             incident,
             claim_result,
             claim_ms,
-            network,
             identity,
             evidence,
         )
-    };
+    }
+    .boxed();
     let revocation = async {
         let original_profile = match read_profile {
             credentials::OriginalProfile::Replaced => match claim.clone().await {
@@ -354,37 +378,89 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
             },
             other => other,
         };
-        credentials::revoke_credentials(
+        let report = credentials::revoke_credentials(
             clients,
             Some(inv.ledger),
             inv.config.revoke_credentials,
             instance_id,
             original_profile,
+            Some(&progress),
         )
-        .await
+        .await;
+        progress.finished(&report);
+        report
+    }
+    .boxed();
+    let every_step = Box::pin(async {
+        let ended = tokio::join!(
+            after_claim,
+            // The groups are found or created at once; the interfaces move once the claim has
+            // their original groups.
+            network::isolate(
+                clients,
+                inv.groups,
+                &facts,
+                &progress,
+                claim.clone().map(|_| ())
+            )
+            .boxed(),
+            revocation,
+            Box::pin(scaling::detach(clients, instance_id, Some(recorder)))
+                .inspect(|cut| progress.finished(&cut.report)),
+            Box::pin(load_balancing::deregister_target_groups(
+                clients,
+                inv.target_groups,
+                &facts,
+                Some(recorder)
+            ))
+            .inspect(|cut| progress.finished(&cut.report)),
+            Box::pin(load_balancing::deregister_classic(
+                clients,
+                instance_id,
+                Some(recorder)
+            ))
+            .inspect(|cut| progress.finished(&cut.report)),
+            Box::pin(protection::protect_instance(clients, &facts))
+                .inspect(|r| progress.finished(r)),
+            Box::pin(protection::keep_volumes(clients, &facts)).inspect(|r| progress.finished(r)),
+        );
+        progress.close();
+        ended
+    });
+    // 4. The tags say how it ended. They go out as soon as every step's writes have returned,
+    // beside the read-backs of the slowest steps, and are corrected if a read-back disagrees:
+    // a round trip sooner than after the read-backs, on the path that ends the containment.
+    let early_tags = async {
+        let statuses = progress.all_written().await;
+        // The time every change had been made: when the tags first say so.
+        let now = now_rfc3339();
+        let incident = incident_of(&claim.clone().await, &record);
+        let wanted = tags::desired(
+            &facts.tags,
+            outcome_of(&statuses),
+            &incident,
+            inv.reason,
+            &statuses,
+            &now,
+        );
+        (
+            Box::pin(tags::write_early(clients, &facts, wanted)).await,
+            now,
+        )
     };
     let (
-        (recorded, incident, claim_result, claim_ms, network, identity, evidence),
-        revoked,
-        scaling,
-        target_groups,
-        classic,
-        protected,
-        kept,
-    ) = tokio::join!(
-        after_claim,
-        revocation,
-        scaling::detach(clients, instance_id, Some(recorder)),
-        load_balancing::deregister_target_groups(
-            clients,
-            inv.target_groups,
-            &facts,
-            Some(recorder)
+        (
+            (recorded, incident, claim_result, claim_ms, identity, evidence),
+            network,
+            revoked,
+            scaling,
+            target_groups,
+            classic,
+            protected,
+            kept,
         ),
-        load_balancing::deregister_classic(clients, instance_id, Some(recorder)),
-        protection::protect_instance(clients, &facts),
-        protection::keep_volumes(clients, &facts),
-    );
+        (early_tags, now),
+    ) = tokio::join!(every_step, early_tags);
 
     let mut steps = vec![
         network.group,
@@ -420,17 +496,20 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         already_isolated: already_isolated.clone(),
     };
 
-    // 4. The tags and the record say how it ended, so they come last.
-    let outcome = outcome_of(&steps);
-    let now = now_rfc3339();
-    let wanted = tags::desired(&facts.tags, outcome, &incident, inv.reason, &steps, &now);
+    // The record says how it ended, so it comes last, with the tags' correction and read-back.
+    let statuses = statuses_of(&steps);
+    let outcome = outcome_of(&statuses);
+    let wanted = tags::desired(&facts.tags, outcome, &incident, inv.reason, &statuses, &now);
     let status = tags::status_value(outcome);
-    let (tagged, finished) = tokio::join!(tags::tag_instance(clients, &facts, &wanted), async {
-        match recorded {
-            true => Some(inv.store.finish(instance_id, status, &now, &observed).await),
-            false => None,
+    let (tagged, finished) = tokio::join!(
+        tags::finish_tags(clients, &facts, early_tags, &wanted),
+        async {
+            match recorded {
+                true => Some(inv.store.finish(instance_id, status, &now, &observed).await),
+                false => None,
+            }
         }
-    });
+    );
     steps.push(tagged);
     let (record_result, original) = match finished {
         Some(Ok(record)) => (
@@ -450,7 +529,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
     InstanceReport {
         instance_id: instance_id.to_owned(),
         vpc_id: facts.vpc_id.clone(),
-        outcome: outcome_of(&steps),
+        outcome: outcome_of(&statuses_of(&steps)),
         incident: Some(incident),
         steps,
         snapshots: evidence.snapshots,
@@ -502,6 +581,7 @@ async fn snapshots(
     incident: &str,
     (recorded, leased): (bool, bool),
     prior: evidence::Prior,
+    progress: &Progress,
 ) -> evidence::EvidenceCut {
     let enabled = inv.config.snapshot_volumes;
     if !enabled || facts.volumes.is_empty() || !recorded {
@@ -527,6 +607,7 @@ async fn snapshots(
             let record = evidence::Record {
                 store: inv.store,
                 instance_id: &facts.instance_id,
+                progress,
             };
             let mut cut = evidence::snapshot_volumes(
                 inv.clients,
@@ -549,6 +630,7 @@ async fn snapshots(
             let recorded = match cut.recorded.take() {
                 Some(recorded) => recorded,
                 None if !cut.snapshots.is_empty() => {
+                    progress.finished(&cut.report);
                     inv.store
                         .record_snapshots(&facts.instance_id, &cut.snapshots)
                         .await
@@ -601,18 +683,29 @@ fn now_secs() -> u64 {
         .unwrap_or_default()
 }
 
-fn outcome_of(steps: &[StepReport]) -> InstanceOutcome {
-    let failed = |s: &&StepReport| s.status == Status::Failed;
-    if steps
+fn outcome_of(statuses: &[(Step, Status)]) -> InstanceOutcome {
+    let mut failed = statuses
         .iter()
-        .filter(failed)
-        .any(|s| s.step.is_containment_cut())
-    {
+        .filter(|(_, status)| *status == Status::Failed)
+        .peekable();
+    if failed.clone().any(|(step, _)| step.is_containment_cut()) {
         InstanceOutcome::NotContained
-    } else if steps.iter().any(|s| s.status == Status::Failed) {
+    } else if failed.peek().is_some() {
         InstanceOutcome::Partial
     } else {
         InstanceOutcome::Contained
+    }
+}
+
+fn statuses_of(steps: &[StepReport]) -> Vec<(Step, Status)> {
+    steps.iter().map(|s| (s.step, s.status)).collect()
+}
+
+/// The incident a claim names; without a record, the one this run would have claimed for.
+fn incident_of(claimed: &Result<Claim, AwsError>, claiming: &Record) -> String {
+    match claimed {
+        Ok(Claim::New(record) | Claim::Existing(record)) => record.incident.clone(),
+        Err(_) => claiming.incident.clone(),
     }
 }
 

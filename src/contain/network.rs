@@ -20,6 +20,7 @@
 //! `ModifyInstanceAttribute Groups`, which fails on instances with more than one interface.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,12 +32,13 @@ use futures::future::join_all;
 use tokio::sync::OnceCell;
 
 use super::instance::InstanceFacts;
+use super::progress::Progress;
 use super::rules::{self, Atom};
 use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::ResponderAccess;
-use crate::report::{InterfaceGroups, Step, StepReport};
+use crate::report::{InterfaceGroups, Status, Step, StepReport};
 
 /// Which group: the isolation group, or the interim one an interface passes through first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -611,10 +613,14 @@ pub struct NetworkCut {
     pub already_isolated: Vec<String>,
 }
 
+/// `claimed` ends once the interfaces' original groups are in the incident record (or cannot be):
+/// the groups are found or created before that, the interfaces moved only after.
 pub async fn isolate(
     clients: &Clients,
     groups: &IsolationGroups,
     facts: &InstanceFacts,
+    progress: &Progress,
+    claimed: impl Future<Output = ()>,
 ) -> NetworkCut {
     let started = Instant::now();
     let vpcs: Vec<&str> = {
@@ -654,7 +660,6 @@ pub async fn isolate(
     // The rules a create just set are read back while the interfaces move: the writes that set
     // them have succeeded, and the read-back only guards against a new group carrying a rule
     // AWS does not document.
-    let moved_at = Instant::now();
     let verify_isolation = join_all(
         ensured
             .values()
@@ -667,36 +672,43 @@ pub async fn isolate(
             .filter_map(|g| g.as_ref()?.as_ref().ok())
             .map(|g| groups.verify(clients, Role::Interim, g)),
     );
-    let (moved, verified_isolation, verified_interim) = tokio::join!(
+    let (moved, group_report) = tokio::join!(
         async {
-            let moved = move_interfaces(clients, facts, &ensured, &interim).await;
+            claimed.await;
+            let moved_at = Instant::now();
+            let moved = move_interfaces(clients, facts, &ensured, &interim, progress).await;
             step_report(Step::MoveNetworkInterfaces, moved_at, moved)
         },
-        verify_isolation,
-        verify_interim,
+        async {
+            let (verified_isolation, verified_interim) =
+                tokio::join!(verify_isolation, verify_interim);
+            let report = step_report(
+                Step::IsolationGroup,
+                started,
+                combine_groups(&ensured, &interim).and_then(|mut result| {
+                    let mut fixed = Vec::new();
+                    for verified in verified_isolation {
+                        fixed.extend(verified?);
+                    }
+                    // The interim group only matters while an interface passes through it; a
+                    // failed read-back of it is told, not counted as a failed cut.
+                    for verified in verified_interim {
+                        match verified {
+                            Ok(f) => fixed.extend(f),
+                            Err(e) => fixed.push(format!("interim group not read back ({e})")),
+                        }
+                    }
+                    if !fixed.is_empty() {
+                        result.detail = format!("{}; {}", result.detail, fixed.join("; "));
+                    }
+                    Ok(result)
+                }),
+            );
+            progress.finished(&report);
+            report
+        },
     );
-    let group_report = step_report(
-        Step::IsolationGroup,
-        started,
-        combine_groups(&ensured, &interim).and_then(|mut result| {
-            let mut fixed = Vec::new();
-            for verified in verified_isolation {
-                fixed.extend(verified?);
-            }
-            // The interim group only matters while an interface passes through it; a failed
-            // read-back of it is told, not counted as a failed cut.
-            for verified in verified_interim {
-                match verified {
-                    Ok(f) => fixed.extend(f),
-                    Err(e) => fixed.push(format!("interim group not read back ({e})")),
-                }
-            }
-            if !fixed.is_empty() {
-                result.detail = format!("{}; {}", result.detail, fixed.join("; "));
-            }
-            Ok(result)
-        }),
-    );
+    progress.finished(&moved);
     NetworkCut {
         group: group_report,
         interfaces: moved,
@@ -752,6 +764,7 @@ async fn move_interfaces(
     facts: &InstanceFacts,
     ensured: &BTreeMap<&str, Result<EnsuredGroup, AwsError>>,
     interim: &BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>>,
+    progress: &Progress,
 ) -> Result<StepResult, AwsError> {
     if facts.interfaces.is_empty() {
         return Ok(StepResult::skipped("the instance has no network interface"));
@@ -797,6 +810,14 @@ async fn move_interfaces(
             }
         }
     }
+    progress.written(
+        Step::MoveNetworkInterfaces,
+        match (&first_error, to_move.is_empty()) {
+            (Some(_), _) => Status::Failed,
+            (None, true) => Status::Unchanged,
+            (None, false) => Status::Done,
+        },
+    );
     if !to_move.is_empty() {
         verify_interfaces(clients, &to_move)
             .await

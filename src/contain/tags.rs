@@ -44,13 +44,13 @@ pub fn status_value(outcome: InstanceOutcome) -> &'static str {
     }
 }
 
-/// The tags the instance should carry after this run. Pure.
+/// The tags the instance should carry after this run, from each step's status. Pure.
 pub fn desired(
     existing: &BTreeMap<String, String>,
     outcome: InstanceOutcome,
     incident: &str,
     reason: &str,
-    steps: &[StepReport],
+    steps: &[(Step, Status)],
     now: &str,
 ) -> BTreeMap<String, String> {
     let keep_or = |key: &str, value: &str| {
@@ -59,11 +59,19 @@ pub fn desired(
             .cloned()
             .unwrap_or_else(|| truncate(value))
     };
-    let done: Vec<String> = steps
+    // In the steps' own order, whatever order they ended in, so that the same outcome always
+    // gives the same value.
+    let mut done: Vec<Step> = steps
         .iter()
-        .filter(|s| s.status == Status::Done)
-        .map(|s| {
-            serde_json::to_value(s.step)
+        .filter(|(_, status)| *status == Status::Done)
+        .map(|(step, _)| *step)
+        .collect();
+    done.sort_unstable();
+    done.dedup();
+    let done: Vec<String> = done
+        .iter()
+        .map(|step| {
+            serde_json::to_value(step)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default()
@@ -87,60 +95,127 @@ fn truncate(value: &str) -> String {
     value.chars().take(MAX_VALUE_CHARS).collect()
 }
 
-pub async fn tag_instance(
+/// The tags written once every step's writes had returned, before the last read-backs.
+pub struct EarlyTags {
+    started: Instant,
+    /// What the instance carries now, if the write went through.
+    carried: BTreeMap<String, String>,
+    /// The keys written; the error when the write failed.
+    written: Result<Vec<String>, AwsError>,
+}
+
+/// Writes the tags the steps' statuses so far call for. The statuses of steps still reading
+/// back are what their writes returned; [`finish_tags`] corrects the tags if a read-back
+/// disagrees.
+pub async fn write_early(
     clients: &Clients,
     facts: &InstanceFacts,
+    wanted: BTreeMap<String, String>,
+) -> EarlyTags {
+    let started = Instant::now();
+    let written = write_differing(clients, &facts.instance_id, &facts.tags, &wanted).await;
+    let mut carried = facts.tags.clone();
+    carried.extend(wanted);
+    EarlyTags {
+        started,
+        carried,
+        written,
+    }
+}
+
+/// With every step's final status known: writes what changed since the early write, then reads
+/// every written key back.
+pub async fn finish_tags(
+    clients: &Clients,
+    facts: &InstanceFacts,
+    early: EarlyTags,
     wanted: &BTreeMap<String, String>,
 ) -> StepReport {
-    let started = Instant::now();
     step_report(
         Step::TagInstance,
-        started,
-        apply(clients, facts, wanted).await,
+        early.started,
+        finish(clients, facts, early.carried, early.written, wanted).await,
     )
 }
 
-async fn apply(
+async fn finish(
     clients: &Clients,
     facts: &InstanceFacts,
+    carried: BTreeMap<String, String>,
+    written: Result<Vec<String>, AwsError>,
     wanted: &BTreeMap<String, String>,
 ) -> Result<StepResult, AwsError> {
-    let differing: Vec<Tag> = wanted
-        .iter()
-        .filter(|(k, v)| facts.tags.get(*k) != Some(*v))
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    if differing.is_empty() {
+    let mut keys = written?;
+    let corrected = write_differing(clients, &facts.instance_id, &carried, wanted).await?;
+    for key in corrected {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    if keys.is_empty() {
         return Ok(StepResult::unchanged(format!(
             "{STATUS}={} already set",
             wanted.get(STATUS).map(String::as_str).unwrap_or_default()
         )));
     }
-    let keys: Vec<String> = differing
+    read_back(clients, &facts.instance_id, &keys, wanted).await?;
+    Ok(StepResult::done(format!(
+        "{STATUS}={} ({} tag(s) written)",
+        wanted.get(STATUS).map(String::as_str).unwrap_or_default(),
+        keys.len()
+    )))
+}
+
+/// Writes the tags of `wanted` that `carried` lacks or holds with another value; returns their
+/// keys.
+async fn write_differing(
+    clients: &Clients,
+    instance_id: &str,
+    carried: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Result<Vec<String>, AwsError> {
+    let differing: Vec<Tag> = wanted
+        .iter()
+        .filter(|(k, v)| carried.get(*k) != Some(*v))
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    if differing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = differing
         .iter()
         .filter_map(|t| t.key().map(str::to_owned))
         .collect();
     clients
         .ec2
         .create_tags()
-        .resources(&facts.instance_id)
+        .resources(instance_id)
         .set_tags(Some(differing))
         .send()
         .await
         .map_err(aws_err("CreateTags"))?;
+    Ok(keys)
+}
+
+async fn read_back(
+    clients: &Clients,
+    instance_id: &str,
+    keys: &[String],
+    wanted: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
     let read = clients
         .ec2
         .describe_tags()
         .filters(
             Filter::builder()
                 .name("resource-id")
-                .values(&facts.instance_id)
+                .values(instance_id)
                 .build(),
         )
         .filters(
             Filter::builder()
                 .name("key")
-                .set_values(Some(keys.clone()))
+                .set_values(Some(keys.to_vec()))
                 .build(),
         )
         .send()
@@ -168,26 +243,15 @@ async fn apply(
             ),
         ));
     }
-    Ok(StepResult::done(format!(
-        "{STATUS}={} ({} tag(s) written)",
-        wanted.get(STATUS).map(String::as_str).unwrap_or_default(),
-        keys.len()
-    )))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn step(step: Step, status: Status) -> StepReport {
-        StepReport {
-            step,
-            status,
-            detail: String::new(),
-            ms: 0,
-            error: None,
-            changes: Vec::new(),
-        }
+    fn step(step: Step, status: Status) -> (Step, Status) {
+        (step, status)
     }
 
     #[test]
@@ -232,6 +296,31 @@ mod tests {
             "2026-11-24T10:00:00Z",
         );
         assert_eq!(again, existing);
+    }
+
+    #[test]
+    fn the_changes_name_the_steps_in_their_own_order_whatever_order_they_ended_in() {
+        let ended = |steps: &[(Step, Status)]| {
+            desired(
+                &BTreeMap::new(),
+                InstanceOutcome::Contained,
+                "e",
+                "r",
+                steps,
+                "t",
+            )[CHANGES]
+                .clone()
+        };
+        let network_first = ended(&[
+            step(Step::MoveNetworkInterfaces, Status::Done),
+            step(Step::RevokeCredentials, Status::Done),
+        ]);
+        let credentials_first = ended(&[
+            step(Step::RevokeCredentials, Status::Done),
+            step(Step::MoveNetworkInterfaces, Status::Done),
+        ]);
+        assert_eq!(network_first, "move-network-interfaces,revoke-credentials");
+        assert_eq!(credentials_first, network_first);
     }
 
     #[test]

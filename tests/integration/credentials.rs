@@ -232,6 +232,7 @@ async fn a_rerun_with_the_arn_already_denied_makes_no_write() {
         CredentialRevocation::Instance,
         &s.instance_id,
         original.clone(),
+        None,
     )
     .await;
     assert_eq!(step.status, Status::Done, "{}", step.detail);
@@ -245,6 +246,7 @@ async fn a_rerun_with_the_arn_already_denied_makes_no_write() {
         CredentialRevocation::Instance,
         &s.instance_id,
         original,
+        None,
     )
     .await;
     assert_eq!(step.status, Status::Unchanged, "{}", step.detail);
@@ -274,6 +276,7 @@ async fn a_write_that_lands_after_a_concurrent_invocations_is_made_again_with_bo
         CredentialRevocation::Instance,
         &s.instance_id,
         original.clone(),
+        None,
     );
     let b = async {
         gate.arrived().await;
@@ -283,6 +286,7 @@ async fn a_write_that_lands_after_a_concurrent_invocations_is_made_again_with_bo
             CredentialRevocation::Instance,
             &second,
             original.clone(),
+            None,
         )
         .await;
         gate.open();
@@ -319,6 +323,7 @@ async fn without_the_revocation_list_an_arn_lost_to_a_concurrent_writer_is_writt
         CredentialRevocation::Instance,
         &s.instance_id,
         OriginalProfile::Arn(s.original_profile_arn.clone().unwrap()),
+        None,
     );
     // Another invocation that read the role before our write landed, and writes after it.
     let stale_writer = async {
@@ -575,6 +580,7 @@ async fn when_the_revocation_list_does_not_answer_the_deny_is_still_written_and_
         CredentialRevocation::Instance,
         &s.instance_id,
         OriginalProfile::Arn(s.original_profile_arn.clone().unwrap()),
+        None,
     )
     .await;
     assert_eq!(step.status, Status::Done, "{}", step.detail);

@@ -37,3 +37,5 @@ mod record;
 mod release;
 /// The files in events/, each parsed to the decision events/README.md promises (no emulator).
 mod sample_events;
+/// The tags: written beside the last read-backs, corrected when one disagrees.
+mod tagging;

@@ -5,9 +5,10 @@ use ec2_quarantine::report::{Status, Step};
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::containment::{contain, trigger_event};
+use crate::containment::{contain, contain_with, trigger_event};
+use crate::support::faults::{Faults, Gate};
 use crate::support::scenario::{Options, Scenario};
-use crate::support::INCIDENT_TABLE;
+use crate::support::{with_faults, INCIDENT_TABLE};
 
 /// The incident record as DynamoDB holds it.
 async fn record(s: &Scenario, instance_id: &str) -> HashMap<String, AttributeValue> {
@@ -231,5 +232,66 @@ async fn a_snapshot_set_that_cannot_be_read_back_is_not_recorded_and_a_retry_tak
             .unwrap()
             .len(),
         s.volumes.len()
+    );
+}
+
+#[tokio::test]
+async fn a_first_containment_creates_the_group_beside_the_claim_and_moves_no_interface_before_it() {
+    // A bound on waits for conditions, not a pause: it only turns a hang into a failure.
+    const AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let faults = Faults::default();
+    let (claim, create, deny) = (Gate::default(), Gate::default(), Gate::default());
+    faults
+        .hold("PutItem", &claim)
+        .hold("CreateSecurityGroup", &create)
+        .hold("PutRolePolicy", &deny);
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let containing = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk);
+    let ordering = async {
+        claim.arrived().await;
+        tokio::time::timeout(AT_MOST, create.arrived())
+            .await
+            .expect("the isolation group is created while the claim is still out");
+        create.open();
+        // The deny on the role does not wait for the claim, and goes out rounds after the
+        // group's rules are set: an interface move that did not wait for the claim would have
+        // been made by then.
+        tokio::time::timeout(AT_MOST, deny.arrived())
+            .await
+            .expect("the deny is written while the claim is still out");
+        for eni in &s.interfaces {
+            assert!(
+                s.account
+                    .interface_groups(eni)
+                    .await
+                    .iter()
+                    .all(|g| s.app_groups.contains(g)),
+                "{eni} is still on its own groups while the claim is out"
+            );
+        }
+        deny.open();
+        claim.open();
+    };
+    let ((result, _), ()) = tokio::join!(containing, ordering);
+    result.expect("contained");
+    let (group, _, _) = s.isolation_group().await;
+    for eni in &s.interfaces {
+        assert_eq!(s.account.interface_groups(eni).await, vec![group.clone()]);
+    }
+    let item = record(&s, &s.instance_id).await;
+    let recorded: Vec<Vec<String>> = json_attr(&item, "original_interfaces")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| serde_json::from_value(i["groups"].clone()).unwrap())
+        .collect();
+    assert!(
+        recorded.iter().flatten().all(|g| s.app_groups.contains(g)),
+        "the record holds the original groups: {recorded:?}"
     );
 }
