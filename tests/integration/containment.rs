@@ -518,3 +518,38 @@ async fn a_spot_instance_is_cut_off_and_its_volumes_kept_though_it_cannot_take_p
         .to_owned();
     assert_eq!(s.account.interface_groups(&eni).await, vec![group]);
 }
+
+#[tokio::test]
+async fn one_event_reads_each_target_group_once_however_many_of_its_instances_it_names() {
+    use crate::support::scenario::{register, target_group};
+    let (s, ids) = Scenario::fleet(3).await;
+    let group = target_group(&s.account, &s.vpc_id, 80, "instance").await;
+    register(&s.account, &group, &ids[0], 80).await;
+    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (result, log) = contain(&s, trigger_event(&names), &[]).await;
+    let report = result.expect("all three contained");
+    assert_eq!(report.outcome, Outcome::Contained);
+    let deregistered = s
+        .account
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(&group)
+        .send()
+        .await
+        .unwrap()
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target().and_then(|t| t.id()) == Some(ids[0].as_str())
+                && d.target_health().and_then(|h| h.state())
+                    != Some(&aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining)
+        })
+        .count()
+        == 0;
+    assert!(deregistered, "{} is out of {group}", ids[0]);
+    assert_eq!(
+        log.target_health_reads(&group),
+        2,
+        "one read shared by the three instances, then the read-back of the one registered"
+    );
+}

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use aws_config::SdkConfig;
 use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::operation::modify_network_interface_attribute::ModifyNetworkInterfaceAttributeInput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthInput;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -130,6 +131,9 @@ pub fn unique(prefix: &str) -> String {
 pub struct CallLog {
     calls: Arc<Mutex<Vec<String>>>,
     interface_changes: Arc<Mutex<Vec<InterfaceChange>>>,
+    /// The target group of each `DescribeTargetHealth`, in the order sent: the emulator is shared
+    /// with tests running at once, whose groups every listing also finds.
+    target_health_reads: Arc<Mutex<Vec<String>>>,
 }
 
 /// One `ModifyNetworkInterfaceAttribute` as sent.
@@ -195,6 +199,16 @@ impl CallLog {
             .count()
     }
 
+    /// How many times the targets of `target_group_arn` were read.
+    pub fn target_health_reads(&self, target_group_arn: &str) -> usize {
+        self.target_health_reads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|arn| *arn == target_group_arn)
+            .count()
+    }
+
     pub fn count(&self, operation: &str) -> usize {
         self.calls()
             .iter()
@@ -221,6 +235,12 @@ impl Intercept for CallLog {
             .map(|m| format!("{}.{}", m.service(), m.name()))
             .unwrap_or_else(|| "unknown".to_owned());
         self.calls.lock().unwrap().push(name);
+        if let Some(input) = context.input().downcast_ref::<DescribeTargetHealthInput>() {
+            self.target_health_reads
+                .lock()
+                .unwrap()
+                .push(input.target_group_arn().unwrap_or_default().to_owned());
+        }
         if let Some(input) = context
             .input()
             .downcast_ref::<ModifyNetworkInterfaceAttributeInput>()

@@ -658,7 +658,7 @@ async fn auto_scaling_group(account: &Account, subnet_id: &str, instance_id: &st
     name
 }
 
-async fn target_group(account: &Account, vpc_id: &str, port: i32, target_type: &str) -> String {
+pub async fn target_group(account: &Account, vpc_id: &str, port: i32, target_type: &str) -> String {
     use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetTypeEnum};
     account
         .elbv2
@@ -677,7 +677,7 @@ async fn target_group(account: &Account, vpc_id: &str, port: i32, target_type: &
         .to_owned()
 }
 
-async fn register(account: &Account, target_group_arn: &str, target: &str, port: i32) {
+pub async fn register(account: &Account, target_group_arn: &str, target: &str, port: i32) {
     account
         .elbv2
         .register_targets()
