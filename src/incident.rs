@@ -8,7 +8,8 @@
 //! isolated one. Release restores from this record, never from tags, which anyone allowed to
 //! tag can alter.
 //!
-//! IAM: `dynamodb:PutItem`, `dynamodb:GetItem`, `dynamodb:UpdateItem` on the table.
+//! IAM: `dynamodb:PutItem`, `dynamodb:GetItem`, `dynamodb:UpdateItem` on the table (a release's
+//! `TransactWriteItems` needs only `dynamodb:UpdateItem`, the action of each of its writes).
 //!
 //! Each piece of original state is its own attribute, written with `if_not_exists`, so the first
 //! observation of a piece wins whichever invocation made it. Complex values are stored as JSON
@@ -25,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::aws::{aws_err, AwsError};
 use crate::report::{InterfaceGroups, OriginalState, SnapshotRecord, TargetRegistration};
 
-/// The table's key: an instance id, or `role#<ARN>` for a role's revocation list
-/// ([`crate::revocations`]).
+/// The table's key: an instance id; `role#<ARN>` for a role's revocation list
+/// ([`crate::revocations`]); `released#<instance id>#<incident>#<time>` for the record of a
+/// released incident, kept when the instance is quarantined again ([`archive_key`]).
 pub(crate) const KEY: &str = "instance_id";
 const INCIDENT: &str = "incident";
 const STATUS: &str = "status";
@@ -460,10 +462,21 @@ impl IncidentStore {
     }
 }
 
+/// Where a released incident's record is kept: a new quarantine of the instance replaces the
+/// live record, and this copy keeps what the first incident changed and took. The release time
+/// tells apart two releases of one incident (the same event delivered again after a release).
+pub fn archive_key(instance_id: &str, incident: &str, released_at: &str) -> String {
+    format!("released#{instance_id}#{incident}#{released_at}")
+}
+
 impl IncidentStore {
     /// The end of a release: `status` ([`RELEASED`] or [`RELEASE_PARTIAL`]), when, by which
-    /// invocation and why. Only when the record still has the status the release read
-    /// (`seen`): a containment that claimed the instance meanwhile is not overwritten.
+    /// invocation and why. Only when the record is as the release last read it (`seen` is the
+    /// status it read): a containment that claimed the instance meanwhile is not overwritten.
+    ///
+    /// A released record may be replaced by the next quarantine's claim, so it is also copied
+    /// to [`archive_key`] in the same transaction: the copy and the status land together or not
+    /// at all, and neither lands if the record changed since it was read for the copy.
     pub async fn finish_release(
         &self,
         instance_id: &str,
@@ -472,15 +485,19 @@ impl IncidentStore {
         now: &str,
         released_by: &str,
         reason: &str,
-    ) -> Result<(), AwsError> {
-        self.client
-            .update_item()
+    ) -> Result<Option<String>, AwsError> {
+        let Some(mut item) = self.item(instance_id).await? else {
+            return Err(AwsError::local(
+                "GetItem",
+                format!("the record of {instance_id} is gone, so it is not marked {status}"),
+            ));
+        };
+        let mut live = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .key(KEY, s(instance_id))
             .update_expression(
                 "SET #status = :status, #updated = :now, #at = :now, #by = :by, #reason = :reason",
             )
-            .condition_expression("attribute_exists(#key) AND #status = :seen")
             .expression_attribute_names("#key", KEY)
             .expression_attribute_names("#status", STATUS)
             .expression_attribute_names("#updated", UPDATED_AT)
@@ -491,12 +508,82 @@ impl IncidentStore {
             .expression_attribute_values(":now", s(now))
             .expression_attribute_values(":by", s(released_by))
             .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":seen", s(seen))
+            .expression_attribute_values(":seen", s(seen));
+        live = match item.get(UPDATED_AT) {
+            Some(updated) => live
+                .condition_expression(
+                    "attribute_exists(#key) AND #status = :seen AND #updated = :updated",
+                )
+                .expression_attribute_values(":updated", updated.clone()),
+            None => live.condition_expression(
+                "attribute_exists(#key) AND #status = :seen AND attribute_not_exists(#updated)",
+            ),
+        };
+        let mut transaction = self.client.transact_write_items().transact_items(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .update(live.build().map_err(request_error)?)
+                .build(),
+        );
+        let mut archived = None;
+        if status == RELEASED {
+            let incident = item
+                .get(INCIDENT)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            item.remove(KEY);
+            for (name, value) in [
+                (STATUS, status),
+                (UPDATED_AT, now),
+                (RELEASED_AT, now),
+                (RELEASED_BY, released_by),
+                (RELEASE_REASON, reason),
+            ] {
+                item.insert(name.to_owned(), s(value));
+            }
+            let key = archive_key(instance_id, &incident, now);
+            transaction = transaction.transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .update(copy_of(&self.table, &key, item)?)
+                    .build(),
+            );
+            archived = Some(key);
+        }
+        transaction
             .send()
             .await
-            .map(|_| ())
-            .map_err(aws_err("UpdateItem"))
+            .map(|_| archived)
+            .map_err(aws_err("TransactWriteItems"))
     }
+}
+
+fn request_error(e: aws_sdk_dynamodb::error::BuildError) -> AwsError {
+    AwsError::local("TransactWriteItems", e.to_string())
+}
+
+/// An update that makes the item at `key` hold exactly `attributes` (it is new: nothing else is
+/// there). An update rather than a put, so that the release role needs no `dynamodb:PutItem`.
+fn copy_of(
+    table: &str,
+    key: &str,
+    attributes: HashMap<String, AttributeValue>,
+) -> Result<aws_sdk_dynamodb::types::Update, AwsError> {
+    let mut update = aws_sdk_dynamodb::types::Update::builder()
+        .table_name(table)
+        .key(KEY, s(key))
+        .condition_expression("attribute_not_exists(#key)")
+        .expression_attribute_names("#key", KEY);
+    let mut sets = Vec::new();
+    for (i, (name, value)) in attributes.into_iter().enumerate() {
+        sets.push(format!("#a{i} = :a{i}"));
+        update = update
+            .expression_attribute_names(format!("#a{i}"), name)
+            .expression_attribute_values(format!(":a{i}"), value);
+    }
+    update
+        .update_expression(format!("SET {}", sets.join(", ")))
+        .build()
+        .map_err(request_error)
 }
 
 /// Original state one run observed before changing it; `None` for what it did not observe

@@ -508,11 +508,11 @@ fn detail_of(
     }
 }
 
-/// ARNs taken out of the policy by hand come back with the next write, which copies the role's
-/// revocation list into it: only a release takes them off the list.
+/// ARNs taken out of the policy by hand come back with the next write that reads the role's
+/// revocation list: only a release takes them off the list.
 const RELEASE_MAKES_ROOM: &str =
     "a release takes the instance's ARN off the role's revocation list and out of the policy; \
-     editing the policy by hand does not, since the next write restores it from the list";
+     editing the policy by hand does not, since the next write that reads the list restores it";
 
 fn too_big(role: &str, mode: CredentialRevocation, total: usize, instances: usize) -> AwsError {
     let advice = match mode {

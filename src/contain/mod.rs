@@ -18,7 +18,7 @@
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
 //!    - protection against termination and stop, volumes kept ([`protection`]);
 //!    - snapshots of every volume, under the record's lease ([`evidence`]).
-//! 4. Tag the instance with the outcome ([`tags`]) as soon as every step's writes have returned
+//! 4. Tag the instance with the outcome ([`tags`]) once every step has ended or had its writes return
 //!    ([`progress`]), beside the read-backs still out, and again if one of them disagrees; last,
 //!    write the outcome to the record.
 //!
@@ -427,12 +427,14 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
         progress.close();
         ended
     });
-    // 4. The tags say how it ended. They go out as soon as every step's writes have returned,
-    // beside the read-backs of the slowest steps, and are corrected if a read-back disagrees:
-    // a round trip sooner than after the read-backs, on the path that ends the containment.
+    // 4. The tags say how it ended. They go out once every step has ended or had its writes
+    // return (the interface moves, the credential deny and the snapshots tell that early), beside
+    // those steps' read-backs, and are corrected if a read-back disagrees: a round trip sooner
+    // than after the read-backs, on the path that ends the containment.
     let early_tags = async {
         let statuses = progress.all_written().await;
-        // The time every change had been made: when the tags first say so.
+        // The time every change had been made: when the tags first say so. The record's final
+        // status carries the same time, although it is written a round trip later.
         let now = now_rfc3339();
         let incident = incident_of(&claim.clone().await, &record);
         let wanted = tags::desired(
@@ -498,6 +500,11 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
 
     // The record says how it ended, so it comes last, with the tags' correction and read-back.
     let statuses = statuses_of(&steps);
+    debug_assert_eq!(
+        statuses.iter().map(|(step, _)| *step).collect::<Vec<_>>(),
+        TAGGED_STEPS,
+        "the early tags wait for exactly the steps the report holds"
+    );
     let outcome = outcome_of(&statuses);
     let wanted = tags::desired(&facts.tags, outcome, &incident, inv.reason, &statuses, &now);
     let status = tags::status_value(outcome);

@@ -1,7 +1,9 @@
 //! How far each step of one containment has got, so that the tags can go out as soon as every
-//! step's writes have returned: beside the read-backs of the slowest steps rather than a round
-//! trip after them. A step whose read-back then disagrees changes its status, and the tags are
-//! written again ([`super::tags`]).
+//! step has ended or had its writes return: beside the read-backs of the slowest steps rather
+//! than a round trip after them. The steps whose read-backs end last tell their status early
+//! (the interface moves, the credential deny, the snapshots); the others tell it when they end.
+//! A step whose read-back then disagrees changes its status, and the tags are written again
+//! ([`super::tags`]).
 
 use tokio::sync::watch;
 
@@ -80,11 +82,15 @@ mod tests {
     #[tokio::test]
     async fn the_statuses_come_once_every_step_has_written_in_the_expected_order() {
         let progress = Progress::new(TWO);
-        let waiting = progress.all_written();
-        progress.written(Step::RevokeCredentials, Status::Done);
-        progress.written(Step::MoveNetworkInterfaces, Status::Unchanged);
+        // The wait starts first and is woken by the writes.
+        let (statuses, ()) = tokio::join!(progress.all_written(), async {
+            tokio::task::yield_now().await;
+            progress.written(Step::RevokeCredentials, Status::Done);
+            tokio::task::yield_now().await;
+            progress.written(Step::MoveNetworkInterfaces, Status::Unchanged);
+        });
         assert_eq!(
-            waiting.await,
+            statuses,
             vec![
                 (Step::MoveNetworkInterfaces, Status::Unchanged),
                 (Step::RevokeCredentials, Status::Done)
@@ -108,7 +114,10 @@ mod tests {
     async fn closing_releases_a_wait_for_a_step_that_never_reported() {
         let progress = Progress::new(TWO);
         progress.written(Step::RevokeCredentials, Status::Done);
-        let (statuses, ()) = tokio::join!(progress.all_written(), async { progress.close() });
+        let (statuses, ()) = tokio::join!(progress.all_written(), async {
+            tokio::task::yield_now().await;
+            progress.close();
+        });
         assert_eq!(statuses, vec![(Step::RevokeCredentials, Status::Done)]);
     }
 }

@@ -1,6 +1,12 @@
-//! The tags this function writes, and the last step: tagging the instance with its quarantine
+//! The tags this function writes, and the step that tags the instance with its quarantine
 //! status, the incident and what was changed, so that anyone looking at the instance in the
 //! console sees it is contained.
+//!
+//! The tags go out once the steps on the critical path have written (see [`super::progress`]),
+//! beside their read-backs, and are written again if a read-back disagrees: until the run ends,
+//! the status tag is what the writes returned. The report and the incident record carry the
+//! verified outcome; should the run die between the two writes, the retry tags the instance
+//! again.
 //!
 //! IAM: `ec2:CreateTags` on instances, `ec2:DescribeTags`.
 //!
@@ -95,7 +101,8 @@ fn truncate(value: &str) -> String {
     value.chars().take(MAX_VALUE_CHARS).collect()
 }
 
-/// The tags written once every step's writes had returned, before the last read-backs.
+/// The tags written once every step had ended or had its writes return, before the last
+/// read-backs.
 pub struct EarlyTags {
     started: Instant,
     /// What the instance carries now, if the write went through.
@@ -145,8 +152,37 @@ async fn finish(
     written: Result<Vec<String>, AwsError>,
     wanted: &BTreeMap<String, String>,
 ) -> Result<StepResult, AwsError> {
-    let mut keys = written?;
-    let corrected = write_differing(clients, &facts.instance_id, &carried, wanted).await?;
+    let (mut keys, carried, early) = match written {
+        Ok(keys) => (keys, carried, None),
+        // The early write did not land: the final tags are written over the instance's own.
+        Err(e) => (Vec::new(), facts.tags.clone(), Some(e)),
+    };
+    let corrected = write_differing(clients, &facts.instance_id, &carried, wanted)
+        .await
+        .map_err(|e| match &early {
+            Some(first) => AwsError {
+                message: format!(
+                    "{} (the write before the read-backs failed too: {})",
+                    e.message, first.message
+                ),
+                ..e
+            },
+            None => {
+                let stale: Vec<String> = wanted
+                    .iter()
+                    .filter(|(k, v)| carried.get(*k) != Some(*v))
+                    .filter_map(|(k, _)| Some(format!("{k}={}", carried.get(k)?)))
+                    .collect();
+                AwsError {
+                    message: format!(
+                        "{}; the instance still carries {} from the write before the read-backs",
+                        e.message,
+                        stale.join(", ")
+                    ),
+                    ..e
+                }
+            }
+        })?;
     for key in corrected {
         if !keys.contains(&key) {
             keys.push(key);

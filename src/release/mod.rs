@@ -249,14 +249,20 @@ async fn release_one(
             reason,
         )
         .await
-        .map(|()| {
+        .map(|archived| {
+            let kept = archived
+                .map(|key| format!(", and kept as {key} for when it is quarantined again"))
+                .unwrap_or_default();
             StepResult::done(format!(
-                "record of incident {} marked {status}",
+                "record of incident {} marked {status}{kept}",
                 record.incident
             ))
         })
         .map_err(|e| {
-            if e.has_code("ConditionalCheckFailedException") {
+            // The transaction is cancelled when its condition on the record fails.
+            if e.has_code("ConditionalCheckFailedException")
+                || e.has_code("TransactionCanceledException")
+            {
                 AwsError {
                     message: format!(
                         "the record changed during the release (a new containment?), so it is \

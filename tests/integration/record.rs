@@ -245,53 +245,46 @@ async fn a_first_containment_creates_the_group_beside_the_claim_and_moves_no_int
     })
     .await;
     let faults = Faults::default();
-    let (claim, create, deny) = (Gate::default(), Gate::default(), Gate::default());
-    faults
-        .hold("PutItem", &claim)
-        .hold("CreateSecurityGroup", &create)
-        .hold("PutRolePolicy", &deny);
+    let (claim, group_read_back) = (Gate::default(), Gate::default());
+    faults.hold("PutItem", &claim);
     let sdk = with_faults(&s.account.sdk, &faults);
     let containing = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk);
     let ordering = async {
         claim.arrived().await;
-        tokio::time::timeout(AT_MOST, create.arrived())
+        // The claim follows the first round trip's reads, so the next DescribeSecurityGroups is
+        // the read-back of a group this run created: the groups are ready, and the moves would
+        // go out now if they did not wait for the claim.
+        faults.hold("DescribeSecurityGroups", &group_read_back);
+        tokio::time::timeout(AT_MOST, group_read_back.arrived())
             .await
-            .expect("the isolation group is created while the claim is still out");
-        create.open();
-        // The deny on the role does not wait for the claim, and goes out rounds after the
-        // group's rules are set: an interface move that did not wait for the claim would have
-        // been made by then.
-        tokio::time::timeout(AT_MOST, deny.arrived())
-            .await
-            .expect("the deny is written while the claim is still out");
-        for eni in &s.interfaces {
-            assert!(
-                s.account
-                    .interface_groups(eni)
-                    .await
-                    .iter()
-                    .all(|g| s.app_groups.contains(g)),
-                "{eni} is still on its own groups while the claim is out"
-            );
-        }
-        deny.open();
+            .expect("the groups are created and set while the claim is still out");
+        group_read_back.open();
         claim.open();
     };
     let ((result, _), ()) = tokio::join!(containing, ordering);
     result.expect("contained");
+    let timeline = faults.timeline();
+    let claimed = timeline
+        .iter()
+        .find(|c| c.operation == "PutItem")
+        .expect("the claim")
+        .end;
+    let created: Vec<_> = timeline
+        .iter()
+        .filter(|c| c.operation == "CreateSecurityGroup")
+        .collect();
+    assert!(!created.is_empty() && created.iter().all(|c| c.end <= claimed));
+    let moves: Vec<_> = timeline
+        .iter()
+        .filter(|c| c.operation == "ModifyNetworkInterfaceAttribute")
+        .collect();
+    assert!(!moves.is_empty());
+    assert!(
+        moves.iter().all(|c| c.start >= claimed),
+        "no interface changes before the claim has its original groups"
+    );
     let (group, _, _) = s.isolation_group().await;
     for eni in &s.interfaces {
         assert_eq!(s.account.interface_groups(eni).await, vec![group.clone()]);
     }
-    let item = record(&s, &s.instance_id).await;
-    let recorded: Vec<Vec<String>> = json_attr(&item, "original_interfaces")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| serde_json::from_value(i["groups"].clone()).unwrap())
-        .collect();
-    assert!(
-        recorded.iter().flatten().all(|g| s.app_groups.contains(g)),
-        "the record holds the original groups: {recorded:?}"
-    );
 }

@@ -516,6 +516,49 @@ async fn a_released_instance_can_be_quarantined_again_as_a_new_incident() {
         record_status(&s, &s.instance_id).await.as_deref(),
         Some("contained")
     );
+    // The new claim replaced the live record; the first incident's is kept beside it.
+    let kept = s
+        .account
+        .dynamodb
+        .scan()
+        .table_name(INCIDENT_TABLE)
+        .filter_expression("begins_with(instance_id, :prefix)")
+        .expression_attribute_values(
+            ":prefix",
+            AttributeValue::S(format!("released#{}#{first_incident}#", s.instance_id)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .to_vec();
+    assert_eq!(kept.len(), 1, "one copy of the first incident's record");
+    let kept = &kept[0];
+    assert_eq!(kept["status"].as_s().unwrap(), "released");
+    assert_eq!(kept["incident"].as_s().unwrap(), &first_incident);
+    let kept_groups: Vec<Vec<String>> =
+        serde_json::from_str::<Value>(kept["original_interfaces"].as_s().unwrap())
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| serde_json::from_value(i["groups"].clone()).unwrap())
+            .collect();
+    assert_eq!(
+        kept_groups,
+        vec![vec![s.app_groups[0].clone()], s.app_groups.clone()]
+    );
+    let first_snapshots: Vec<String> = first.instances[0]
+        .snapshots
+        .iter()
+        .map(|snapshot| snapshot.snapshot_id.clone())
+        .collect();
+    assert!(
+        first_snapshots
+            .iter()
+            .all(|id| kept["snapshots"].as_s().unwrap().contains(id.as_str())),
+        "the first incident's snapshots are named in the copy"
+    );
     // And it can be released again, from the new record.
     let again = release(&s, release_request(&[&s.instance_id]))
         .await

@@ -125,3 +125,34 @@ async fn a_read_back_that_disagrees_after_the_tags_went_out_corrects_them() {
         "the early write, then the correction"
     );
 }
+
+#[tokio::test]
+async fn a_failed_early_tag_write_is_made_again_with_the_final_tags() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let faults = Faults::default();
+    faults.deny_next("CreateTags", "UnauthorizedOperation", 1);
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let (result, log) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk).await;
+    let report = result.expect("contained, and tagged at the second write");
+    assert_eq!(report.outcome, Outcome::Contained);
+    assert_eq!(faults.injected("CreateTags"), 1);
+    assert_eq!(
+        tag_writes(&log.calls()),
+        2,
+        "the early write, then the final one"
+    );
+    assert_eq!(
+        report.instances[0]
+            .step(Step::TagInstance)
+            .map(|step| step.status),
+        Some(Status::Done)
+    );
+    assert_eq!(
+        s.account.tag_of(&s.instance_id, STATUS).await.as_deref(),
+        Some("contained")
+    );
+}

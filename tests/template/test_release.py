@@ -26,6 +26,7 @@ RELEASE_ACTIONS = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
     "dynamodb:GetItem",
+    # Also for TransactWriteItems, whose two updates (record, kept copy) each need it.
     "dynamodb:UpdateItem",
     "ec2:DescribeInstances",
     "ec2:DescribeNetworkInterfaces",

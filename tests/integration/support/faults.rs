@@ -121,6 +121,11 @@ impl Faults {
         self
     }
 
+    /// The next `times` calls of `operation` fail with `code`, which the SDK does not retry.
+    pub fn deny_next(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
+        self.add(operation, Fault::Error { status: 403, code }, Some(times))
+    }
+
     /// The next `times` calls of `operation` are throttled.
     pub fn throttle(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
         self.add(operation, Fault::Error { status: 503, code }, Some(times))
