@@ -39,6 +39,7 @@ use serde_json::{json, Map, Value};
 
 use super::identity::Association;
 use super::progress::Progress;
+use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::{CredentialRevocation, InstanceProfileRef, REVOKE_INSTANCE_CREDENTIALS};
@@ -617,8 +618,26 @@ pub(crate) async fn put_policy(
         .policy_document(policy.document().to_string())
         .send()
         .await
-        .map_err(aws_err("PutRolePolicy"))?;
+        .map_err(aws_err("PutRolePolicy"))
+        .map_err(|e| unless_opted_in(e, role))?;
     Ok(())
+}
+
+/// A role-policy write that IAM refused: with `RevocableRoles=tagged`, the stack may only write
+/// on roles that carry [`tags::REVOCABLE`], and the report says how to opt the role in.
+pub(crate) fn unless_opted_in(e: AwsError, role: &str) -> AwsError {
+    if !e.has_code("AccessDenied") {
+        return e;
+    }
+    AwsError {
+        message: format!(
+            "{}; if the stack was deployed with RevocableRoles=tagged, role {role} must carry the \
+             tag {}=true for its credentials to be denied or the deny lifted",
+            e.message,
+            tags::REVOCABLE
+        ),
+        ..e
+    }
 }
 
 /// The characters IAM counts against its size quotas: all but whitespace.

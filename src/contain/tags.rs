@@ -36,6 +36,9 @@ pub const ROLE: &str = "ec2-quarantine:role";
 pub const ROLE_ISOLATION: &str = "isolation";
 /// The allow-all group an interface passes through on its way to isolation (see `network`).
 pub const ROLE_INTERIM: &str = "interim";
+/// On IAM roles, set by their owners (value `true`): with `RevocableRoles=tagged`, the only roles
+/// the stack may write its credential deny on. Never written by this function.
+pub const REVOCABLE: &str = "ec2-quarantine:revocable";
 
 const MAX_VALUE_CHARS: usize = 256;
 

@@ -25,7 +25,8 @@ use std::time::Instant;
 
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::contain::credentials::{
-    profile_roles, put_policy, read_policy, ProfileRoles, RevocationPolicy, POLICY_NAME,
+    profile_roles, put_policy, read_policy, unless_opted_in, ProfileRoles, RevocationPolicy,
+    POLICY_NAME,
 };
 use crate::contain::{step_report, StepResult};
 use crate::incident::ProfileRecord;
@@ -180,7 +181,8 @@ async fn write(
             .policy_name(POLICY_NAME)
             .send()
             .await
-            .map_err(aws_err("DeleteRolePolicy"))?;
+            .map_err(aws_err("DeleteRolePolicy"))
+            .map_err(|e| unless_opted_in(e, role))?;
         return Ok(format!(
             "removed {arn} from role {role}; no instance was left, so {POLICY_NAME} is deleted"
         ));

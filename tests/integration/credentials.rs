@@ -615,3 +615,41 @@ async fn the_revocation_list_adds_and_removes_instances_and_versions_each_change
     assert_eq!(removed.instance_arns, [b.clone()].into());
     assert_eq!(ledger.current(&role).await.unwrap(), removed);
 }
+
+#[tokio::test]
+async fn a_refused_deny_names_the_tag_that_opts_the_role_in_and_the_instance_is_still_cut_off() {
+    let s = with_profile().await;
+    let faults = Faults::default();
+    // What IAM answers a stack deployed with RevocableRoles=tagged for an untagged role.
+    faults.deny("PutRolePolicy", "AccessDenied");
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let (result, _) =
+        crate::containment::contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk).await;
+    let message = result.expect_err("a failed credential cut fails the invocation");
+    let report: Value = serde_json::from_str(&message).expect("the report");
+    let revoked = report["instances"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["step"] == "revoke-credentials")
+        .expect("the revocation step")
+        .clone();
+    assert_eq!(revoked["status"], "failed");
+    assert_eq!(revoked["error"]["code"], "AccessDenied");
+    let detail = revoked["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "{}=true",
+            ec2_quarantine::contain::tags::REVOCABLE
+        )) && detail.contains(&role_of(&s)),
+        "{detail}"
+    );
+    let (group, _, _) = s.isolation_group().await;
+    for eni in &s.interfaces {
+        assert_eq!(s.account.interface_groups(eni).await, vec![group.clone()]);
+    }
+    assert_eq!(
+        s.account.profile_of(&s.instance_id).await.as_deref(),
+        Some(s.isolation_profile.1.as_str())
+    );
+}

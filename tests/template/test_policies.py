@@ -19,8 +19,11 @@ from template_helpers import (
     ACCOUNT,
     POLICIES,
     REGION,
+    as_list,
     function_role,
+    parameter_defaults,
     release_function,
+    role_statements,
     sample_value,
     service_authorization_data,
 )
@@ -316,15 +319,57 @@ def test_tag_setter_scenarios(tag_setter, what, req, allowed):
     assert allowed_by(tag_setter, req) is allowed, what
 
 
-def _function_role_policy(template) -> dict:
-    """The function role's inline policy with every resource rendered to a sample ARN."""
-    _, role = function_role(template)
+_NO_VALUE = object()
+
+
+def _condition(template: dict, expression, parameters: dict[str, str]) -> bool:
+    """A template condition (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition) for these values."""
+    if isinstance(expression, dict) and list(expression) == ["Condition"]:
+        return _condition(template, template["Conditions"][expression["Condition"]], parameters)
+    (function, args), = expression.items()
+    if function == "Fn::Equals":
+        a, b = (parameters[v["Ref"]] if isinstance(v, dict) else v for v in args)
+        return a == b
+    if function == "Fn::Not":
+        return not _condition(template, args[0], parameters)
+    if function == "Fn::And":
+        return all(_condition(template, a, parameters) for a in args)
+    if function == "Fn::Or":
+        return any(_condition(template, a, parameters) for a in args)
+    raise AssertionError(f"condition function {function} not evaluated here")
+
+
+def _resolve(template: dict, value, parameters: dict[str, str]):
+    """`value` with every Fn::If decided and AWS::NoValue dropped."""
+    if isinstance(value, dict):
+        if list(value) == ["Fn::If"]:
+            name, yes, no = value["Fn::If"]
+            holds = _condition(template, template["Conditions"][name], parameters)
+            return _resolve(template, yes if holds else no, parameters)
+        if value == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        resolved = {k: _resolve(template, v, parameters) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+    if isinstance(value, list):
+        return [v for v in (_resolve(template, v, parameters) for v in value) if v is not _NO_VALUE]
+    return value
+
+
+def _role_policy(template, role: dict, **parameters: str) -> dict:
+    """A role's inline policy as deployed with `parameters` (the rest at their defaults), every
+    resource rendered to a sample ARN."""
+    values = {**parameter_defaults(template), **parameters}
     statements = []
     for p in role["Properties"]["Policies"]:
         for st in p["PolicyDocument"]["Statement"]:
+            st = _resolve(template, st, values)
             res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
             statements.append({**st, "Resource": [sample_value(template, r) for r in res]})
     return {"Statement": statements}
+
+
+def _function_role_policy(template, **parameters: str) -> dict:
+    return _role_policy(template, function_role(template)[1], **parameters)
 
 
 def test_the_revocation_writes_any_role_policy_but_the_functions_and_the_isolation_roles(template):
@@ -342,6 +387,38 @@ def test_the_revocation_writes_any_role_policy_but_the_functions_and_the_isolati
     assert allowed_by(policy, Request(RESPONDER, "iam:GetInstanceProfile", app_profile))
     for never in ("iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PutUserPolicy"):
         assert not allowed_by(policy, Request(RESPONDER, never, OTHER_ROLE)), never
+
+
+REVOCABLE = {"ec2-quarantine:revocable": "true"}
+
+
+@pytest.mark.parametrize("who", ["containment", "release"])
+def test_revocable_roles_tagged_keeps_the_role_policy_writes_to_roles_that_opted_in(template, who):
+    if who == "containment":
+        role = function_role(template)[1]
+        writes = ["iam:PutRolePolicy"]
+        reads = ["iam:ListRolePolicies", "iam:GetRolePolicy"]
+    else:
+        role = function_role(template, release_function(template)[1])[1]
+        writes = ["iam:PutRolePolicy", "iam:DeleteRolePolicy"]
+        reads = ["iam:GetRolePolicy"]
+    assert template["Parameters"]["RevocableRoles"]["Default"] == "any"
+    by_default = _role_policy(template, role)
+    tagged = _role_policy(template, role, RevocableRoles="tagged")
+    for action in writes:
+        assert allowed_by(by_default, Request(RESPONDER, action, OTHER_ROLE)), action
+        assert not allowed_by(tagged, Request(RESPONDER, action, OTHER_ROLE)), action
+        assert not allowed_by(
+            tagged, Request(RESPONDER, action, OTHER_ROLE, {"ec2-quarantine:revocable": "false"})
+        ), action
+        assert allowed_by(tagged, Request(RESPONDER, action, OTHER_ROLE, REVOCABLE)), action
+    for action in reads:
+        assert allowed_by(tagged, Request(RESPONDER, action, OTHER_ROLE)), action
+    # Every write of a role policy, in either role, carries the opt-in condition.
+    for st in role_statements(role):
+        if st["Effect"] == "Allow" and set(as_list(st["Action"])) & {"iam:PutRolePolicy", "iam:DeleteRolePolicy"}:
+            assert st["Condition"]["Fn::If"][0] == "RevocableRolesTagged", st["Sid"]
+            assert set(as_list(st["Action"])) <= {"iam:PutRolePolicy", "iam:DeleteRolePolicy"}, st["Sid"]
 
 
 def test_tag_setter_grants_only_create_tags(tag_setter):
