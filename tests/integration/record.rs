@@ -39,15 +39,8 @@ async fn the_record_holds_the_original_state_before_any_change_and_a_rerun_keeps
         .unwrap();
     let item = record(&s, &s.instance_id).await;
     assert_eq!(item["status"].as_s().unwrap(), "contained");
-    let interfaces = json_attr(&item, "original_interfaces");
-    let groups: Vec<Vec<String>> = interfaces
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| serde_json::from_value(i["groups"].clone()).unwrap())
-        .collect();
     assert_eq!(
-        groups,
+        crate::support::recorded_interface_groups(&item),
         vec![vec![s.app_groups[0].clone()], s.app_groups.clone()]
     );
     assert_eq!(

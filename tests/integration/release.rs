@@ -536,16 +536,8 @@ async fn a_released_instance_can_be_quarantined_again_as_a_new_incident() {
     let kept = &kept[0];
     assert_eq!(kept["status"].as_s().unwrap(), "released");
     assert_eq!(kept["incident"].as_s().unwrap(), &first_incident);
-    let kept_groups: Vec<Vec<String>> =
-        serde_json::from_str::<Value>(kept["original_interfaces"].as_s().unwrap())
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| serde_json::from_value(i["groups"].clone()).unwrap())
-            .collect();
     assert_eq!(
-        kept_groups,
+        crate::support::recorded_interface_groups(kept),
         vec![vec![s.app_groups[0].clone()], s.app_groups.clone()]
     );
     let first_snapshots: Vec<String> = first.instances[0]

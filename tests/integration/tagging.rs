@@ -1,15 +1,16 @@
 //! The tags go out once every step's writes have returned, beside the last read-backs, and are
 //! corrected when a read-back then disagrees with what its write returned.
 
+use std::future::Future;
 use std::time::Duration;
 
 use ec2_quarantine::contain::tags::{CHANGES, STATUS};
-use ec2_quarantine::report::{InstanceOutcome, Outcome, Status, Step};
+use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
 
 use crate::containment::{contain_with, trigger_event};
 use crate::support::faults::{Faults, Gate};
 use crate::support::scenario::{Options, Scenario};
-use crate::support::with_faults;
+use crate::support::{with_faults, CallLog};
 
 /// A bound on a wait for a condition, not a pause: it only turns a hang into a failure.
 const AT_MOST: Duration = Duration::from_secs(60);
@@ -18,29 +19,44 @@ fn tag_writes(calls: &[String]) -> usize {
     calls.iter().filter(|c| c.ends_with(".CreateTags")).count()
 }
 
-#[tokio::test]
-async fn the_tags_are_written_while_the_interfaces_are_still_being_read_back() {
-    let s = Scenario::build(Options {
+async fn with_profile() -> Scenario {
+    Scenario::build(Options {
         profile: true,
         ..Options::default()
     })
-    .await;
+    .await
+}
+
+/// Contains the scenario's instance with the interfaces' read-back held until the tags have been
+/// sent (a hang, were the tags to wait for it); `meanwhile` runs while both calls are held.
+async fn with_read_back_held_until_tagged(
+    s: &Scenario,
+    meanwhile: impl Future<Output = ()>,
+) -> (Result<Report, String>, CallLog) {
     let faults = Faults::default();
     let (read_back, tagging) = (Gate::default(), Gate::default());
     faults
         .hold("DescribeNetworkInterfaces", &read_back)
         .hold("CreateTags", &tagging);
     let sdk = with_faults(&s.account.sdk, &faults);
-    let containing = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk);
+    let containing = contain_with(s, trigger_event(&[&s.instance_id]), &[], &sdk);
     let ordering = async {
         read_back.arrived().await;
         tokio::time::timeout(AT_MOST, tagging.arrived())
             .await
             .expect("CreateTags is sent while the interfaces' read-back is held");
+        meanwhile.await;
         tagging.open();
         read_back.open();
     };
-    let ((result, log), ()) = tokio::join!(containing, ordering);
+    let (contained, ()) = tokio::join!(containing, ordering);
+    contained
+}
+
+#[tokio::test]
+async fn the_tags_are_written_while_the_interfaces_are_still_being_read_back() {
+    let s = with_profile().await;
+    let (result, log) = with_read_back_held_until_tagged(&s, async {}).await;
     let report = result.expect("contained");
     assert_eq!(report.outcome, Outcome::Contained);
     assert_eq!(
@@ -56,25 +72,10 @@ async fn the_tags_are_written_while_the_interfaces_are_still_being_read_back() {
 
 #[tokio::test]
 async fn a_read_back_that_disagrees_after_the_tags_went_out_corrects_them() {
-    let s = Scenario::build(Options {
-        profile: true,
-        ..Options::default()
-    })
-    .await;
-    let faults = Faults::default();
-    let (read_back, tagging) = (Gate::default(), Gate::default());
-    faults
-        .hold("DescribeNetworkInterfaces", &read_back)
-        .hold("CreateTags", &tagging);
-    let sdk = with_faults(&s.account.sdk, &faults);
-    let containing = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk);
-    let ordering = async {
-        read_back.arrived().await;
-        tokio::time::timeout(AT_MOST, tagging.arrived())
-            .await
-            .expect("CreateTags is sent while the interfaces' read-back is held");
-        // Someone puts the interface back on its application group after our move returned:
-        // the read-back will find it there.
+    let s = with_profile().await;
+    // Someone puts the interface back on its application group after our move returned: the
+    // read-back will find it there.
+    let moved_back = async {
         aws_sdk_ec2::Client::new(&s.account.sdk)
             .modify_network_interface_attribute()
             .network_interface_id(&s.interfaces[0])
@@ -82,10 +83,8 @@ async fn a_read_back_that_disagrees_after_the_tags_went_out_corrects_them() {
             .send()
             .await
             .expect("interface moved back");
-        tagging.open();
-        read_back.open();
     };
-    let ((result, log), ()) = tokio::join!(containing, ordering);
+    let (result, log) = with_read_back_held_until_tagged(&s, moved_back).await;
     let message = result.expect_err("a failed cut fails the invocation");
     let report: serde_json::Value = serde_json::from_str(&message).expect("the report");
     let instance = &report["instances"][0];
@@ -128,11 +127,7 @@ async fn a_read_back_that_disagrees_after_the_tags_went_out_corrects_them() {
 
 #[tokio::test]
 async fn a_failed_early_tag_write_is_made_again_with_the_final_tags() {
-    let s = Scenario::build(Options {
-        profile: true,
-        ..Options::default()
-    })
-    .await;
+    let s = with_profile().await;
     let faults = Faults::default();
     faults.deny_next("CreateTags", "UnauthorizedOperation", 1);
     let sdk = with_faults(&s.account.sdk, &faults);

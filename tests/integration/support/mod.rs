@@ -269,6 +269,21 @@ impl Intercept for CallLog {
     }
 }
 
+/// The groups of each interface in an incident record's `original_interfaces`, in order.
+pub fn recorded_interface_groups(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> Vec<Vec<String>> {
+    let interfaces: serde_json::Value =
+        serde_json::from_str(item["original_interfaces"].as_s().expect("a JSON string"))
+            .expect("JSON");
+    interfaces
+        .as_array()
+        .expect("a list of interfaces")
+        .iter()
+        .map(|i| serde_json::from_value(i["groups"].clone()).expect("groups"))
+        .collect()
+}
+
 /// The clients the function under test uses, each recording its calls in `log`.
 pub fn recorded_clients(sdk: &SdkConfig, log: &CallLog) -> Clients {
     Clients {
