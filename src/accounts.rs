@@ -9,6 +9,8 @@
 //! security account's DynamoDB client.
 //!
 //! IAM: `sts:AssumeRole` on `arn:PARTITION:iam::*:role/MEMBER_ROLE_NAME` (the function's role).
+//! The release function has its own `MEMBER_ROLE_NAME`, the member release role, and reaches a
+//! member's instance through it the same way, for the account its incident record names.
 //!
 //! The assumed credentials are cached per account and role for the life of the warm container
 //! and renewed five minutes before they expire, so only the first containment in an account
@@ -191,7 +193,7 @@ impl Accounts {
         };
         entry.credentials.current().await.map_err(|e| AwsError {
             message: format!(
-                "cannot assume {} to contain instances in account {}: {}",
+                "cannot assume {} to reach instances in account {}: {}",
                 member.role_arn, member.account, e.message
             ),
             ..e

@@ -212,6 +212,15 @@ fn direct(value: Value) -> Result<Request, EventError> {
                     "a release has no dry run; leave out dry_run to release".to_owned(),
                 ));
             }
+            // The record, which only the function writes, says where the instance was
+            // contained; an account in the request could only disagree with it.
+            if map.get("account").is_some_and(|a| !a.is_null()) {
+                return Err(malformed(
+                    "a release takes each instance's account from its incident record; leave \
+                     out account"
+                        .to_owned(),
+                ));
+            }
             let Some(reason) = reason.filter(|r| !r.trim().is_empty()) else {
                 return Err(malformed(
                     "a release needs a reason (who asks, and why the instance is safe again)"
@@ -954,6 +963,10 @@ mod tests {
             (
                 json!({"action": "release", "instance_ids": ["i-12345678"], "reason": "r", "dry_run": true}),
                 "a release has no dry run",
+            ),
+            (
+                json!({"action": "release", "instance_ids": ["i-12345678"], "reason": "r", "account": "111111111111"}),
+                "from its incident record",
             ),
         ];
         for (value, expected) in cases {

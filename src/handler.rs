@@ -123,8 +123,14 @@ pub async fn handle(
         }
         Request::Contain(request) => contain_in_account(request, invocation_id, deps).await?,
         Request::Release(request) => {
-            let report =
-                release::release_all(&deps.clients, &deps.config, &request, invocation_id).await;
+            let report = release::release_all(
+                &deps.clients,
+                &deps.accounts,
+                &deps.config,
+                &request,
+                invocation_id,
+            )
+            .await;
             println!("{}", report.to_json());
             if report.has_failures() {
                 return Err(HandlerError::ReleaseIncomplete(Box::new(report)));

@@ -7,7 +7,10 @@
 //!
 //! 1. Read, in one round trip, the record and the instance. No record, a record still
 //!    `containing` (a containment in progress) or already `released`, or an unknown or terminated
-//!    instance: a rejection that names the reason, with nothing changed.
+//!    instance: a rejection that names the reason, with nothing changed. An instance the record
+//!    places in a member account is read and released there, with the member release role
+//!    (`MEMBER_ROLE_NAME` of the release function, created by `member-account.yaml`); without
+//!    it, the release is refused with nothing changed.
 //! 2. Then, at the same time, what makes the instance itself whole again:
 //!    - every recorded interface back on its groups, and its recorded connection tracking
 //!      timeouts ([`network`]);
@@ -37,6 +40,7 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
+use crate::accounts::{self, Accounts, Target};
 use crate::aws::{AwsError, Clients};
 use crate::config::{Config, FunctionMode};
 use crate::contain::instance::{self, DescribeError, InstanceFacts};
@@ -49,6 +53,7 @@ use crate::revocations::RevocationLedger;
 /// Releases every instance of `request`. `invocation_id` is recorded as who released it.
 pub async fn release_all(
     clients: &Clients,
+    accounts: &Accounts,
     config: &Config,
     request: &ReleaseRequest,
     invocation_id: &str,
@@ -66,7 +71,7 @@ pub async fn release_all(
     let instances = stream::iter(&request.instance_ids)
         .map(|id| {
             release_one(
-                clients,
+                (clients, accounts),
                 config,
                 (&store, &ledger),
                 id,
@@ -96,6 +101,40 @@ pub fn admit(request: Request, mode: FunctionMode) -> Result<Request, EventError
     }
 }
 
+/// The clients and configuration for the account the record names, `None` for the function's
+/// own. The account comes from the record, which only the function writes, never from the
+/// request: a release reaches exactly the account its containment did, with the member release
+/// role (`MEMBER_ROLE_NAME` of the release function).
+async fn reach(
+    accounts: &Accounts,
+    own: &Clients,
+    config: &Config,
+    instance_id: &str,
+    record: &Record,
+) -> Result<Option<(Clients, Config)>, (Step, AwsError)> {
+    match accounts.target(record.account.as_deref(), config.member_role.as_deref()) {
+        Ok(Target::Own(_)) => Ok(None),
+        Ok(Target::Member(member)) => accounts
+            .clients_for(&member, own)
+            .await
+            .map(|clients| Some((clients, accounts::config_in(config, &member.account))))
+            .map_err(|e| (Step::AssumeMemberRole, e)),
+        Err(e) => Err((
+            Step::ReadIncidentRecord,
+            AwsError::local(
+                "GetItem",
+                format!(
+                    "{instance_id} was contained in account {} (incident {}), which this release \
+                     function cannot reach: {e}. Deploy member-account.yaml there with \
+                     ReleaseFunctionRoleArn, and MemberRoleName on this stack",
+                    record.account.as_deref().unwrap_or_default(),
+                    record.incident
+                ),
+            ),
+        )),
+    }
+}
+
 /// Why a record allows no release, or `None` when it does. Pure.
 pub fn refusal(instance_id: &str, record: Option<&Record>) -> Option<String> {
     let Some(record) = record else {
@@ -120,7 +159,7 @@ pub fn refusal(instance_id: &str, record: Option<&Record>) -> Option<String> {
 }
 
 async fn release_one(
-    clients: &Clients,
+    (clients, accounts): (&Clients, &Accounts),
     config: &Config,
     (store, ledger): (&IncidentStore, &RevocationLedger),
     instance_id: &str,
@@ -128,7 +167,8 @@ async fn release_one(
     invocation_id: &str,
 ) -> InstanceReport {
     let started = Instant::now();
-    // 1. The record and the instance, in one round trip.
+    // 1. The record and the instance, in one round trip: in the function's own account, where
+    // most instances are; one of a member account is read again there, once the record names it.
     let (record, described) = tokio::join!(
         store.get(instance_id),
         instance::describe(clients, instance_id)
@@ -147,6 +187,20 @@ async fn release_one(
             }
         },
         Err(e) => return rejected(instance_id, Step::ReadIncidentRecord, started, e, None),
+    };
+    let member = match reach(accounts, clients, config, instance_id, &record).await {
+        Ok(member) => member,
+        Err((step, error)) => {
+            return rejected(instance_id, step, started, error, Some(record.incident));
+        }
+    };
+    let (clients, config, described) = match &member {
+        None => (clients, config, described),
+        Some((member_clients, member_config)) => (
+            member_clients,
+            member_config,
+            instance::describe(member_clients, instance_id).await,
+        ),
     };
     let facts = match described {
         Ok(facts) => facts,

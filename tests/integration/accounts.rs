@@ -9,14 +9,14 @@ use crate::support::scenario::{Account, Options, Scenario};
 use crate::support::{accounts, recorded_clients, unique, with_faults, CallLog, INCIDENT_TABLE};
 
 /// A member account whose role the function can assume.
-const MEMBER: &str = "111111111111";
+pub const MEMBER: &str = "111111111111";
 /// A member account whose role the function cannot assume (not deployed there, say).
 const UNREACHABLE: &str = "222222222222";
 const SECURITY: &str = crate::support::OWN_ACCOUNT;
 
 /// The member role, as member-account.yaml creates it: under the path the guard policy exempts.
 /// Returns MEMBER_ROLE_NAME for it.
-async fn member_role(account: &Account) -> String {
+pub async fn member_role(account: &Account) -> String {
     let name = unique("member-responder");
     account
         .iam
@@ -41,7 +41,7 @@ fn function(sdk: &SdkConfig, log: &CallLog, config: ec2_quarantine::config::Conf
     }
 }
 
-fn tag_event(account: &str, instance_id: &str) -> Value {
+pub fn tag_event(account: &str, instance_id: &str) -> Value {
     json!({
         "version": "0",
         "id": unique("event"),
@@ -71,7 +71,7 @@ fn assume_role_calls(faults: &Faults) -> usize {
 
 /// The security account's isolation profile as template.yaml names it: by ARN, in its own
 /// account. The member's has the same name; the function translates the ARN.
-fn security_profile_arn(s: &Scenario) -> String {
+pub fn security_profile_arn(s: &Scenario) -> String {
     format!(
         "arn:aws:iam::{SECURITY}:instance-profile/{}",
         s.isolation_profile.0

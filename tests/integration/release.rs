@@ -892,3 +892,122 @@ async fn a_released_instance_stays_released_when_another_instance_of_its_role_is
     expected.sort();
     assert_eq!(denied_arns(&role_policy(&s, &role).await), expected);
 }
+
+/// The security account's functions, for a scenario built in a member account: containment with
+/// the member role, release with the member release role (`None`: the stack has no member roles).
+fn security_functions(
+    s: &Scenario,
+    sdk: &aws_config::SdkConfig,
+    (contain_role, release_role): (&str, Option<&str>),
+    group_name: &str,
+) -> (Deps, Deps, CallLog) {
+    let profile = crate::accounts::security_profile_arn(s);
+    let deps = |extra: &[(&str, &str)], log: &CallLog| {
+        let mut vars = vec![
+            ("ISOLATION_INSTANCE_PROFILE", profile.as_str()),
+            ("ISOLATION_SECURITY_GROUP_NAME", group_name),
+        ];
+        vars.extend_from_slice(extra);
+        Deps {
+            clients: recorded_clients(sdk, log),
+            config: s.config(&vars),
+            accounts: crate::support::accounts(sdk, log),
+        }
+    };
+    let release_log = CallLog::default();
+    let mut release_vars = vec![("FUNCTION_MODE", "release")];
+    release_vars.extend(release_role.map(|role| ("MEMBER_ROLE_NAME", role)));
+    (
+        deps(&[("MEMBER_ROLE_NAME", contain_role)], &CallLog::default()),
+        deps(&release_vars, &release_log),
+        release_log,
+    )
+}
+
+#[tokio::test]
+async fn a_members_instance_is_released_in_its_account_with_the_member_release_role() {
+    use crate::accounts::{member_role, tag_event, MEMBER};
+    let member = crate::support::scenario::Account::other(MEMBER).await;
+    let (contain_role, release_role) = (member_role(&member).await, member_role(&member).await);
+    let s = Scenario::build_in(member, Options::everything()).await;
+    let before = restorable(&s).await;
+    let security = crate::support::scenario::Account::new().await;
+    let faults = Faults::default();
+    let sdk = with_faults(&security.sdk, &faults);
+    let group_name = crate::support::unique("iso");
+    let (contain, release, _) =
+        security_functions(&s, &sdk, (&contain_role, Some(&release_role)), &group_name);
+    handle(tag_event(MEMBER, &s.instance_id), "contain", &contain)
+        .await
+        .unwrap_or_else(|e| panic!("contained in the member: {e}"));
+    assert_ne!(restorable(&s).await, before, "contained");
+
+    // The request names no account: the record does.
+    let report = handle(release_request(&[&s.instance_id]), "release", &release)
+        .await
+        .unwrap_or_else(|e| panic!("released in the member: {e}"));
+    assert_eq!(report.outcome, Outcome::Released, "{}", report.to_json());
+    assert_eq!(
+        restorable(&s).await,
+        before,
+        "the member's instance is whole again"
+    );
+    let original_role = s
+        .original_profile_arn
+        .as_deref()
+        .and_then(|arn| arn.rsplit('/').next())
+        .unwrap();
+    assert_eq!(
+        crate::credentials::role_policy(
+            &s.account,
+            original_role,
+            "ec2-quarantine-revoke-instance-credentials"
+        )
+        .await,
+        None,
+        "the deny is lifted from the member's role"
+    );
+    let assumed = faults
+        .timeline()
+        .iter()
+        .filter(|c| c.operation == "AssumeRole")
+        .count();
+    assert_eq!(
+        assumed, 2,
+        "the member role to contain, the release role to release"
+    );
+}
+
+#[tokio::test]
+async fn without_a_member_release_role_a_members_instance_is_refused_with_no_change() {
+    use crate::accounts::{member_role, tag_event, MEMBER};
+    let member = crate::support::scenario::Account::other(MEMBER).await;
+    let contain_role = member_role(&member).await;
+    let s = Scenario::build_in(
+        member,
+        Options {
+            profile: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let security = crate::support::scenario::Account::new().await;
+    let group_name = crate::support::unique("iso");
+    let (contain, release, release_log) =
+        security_functions(&s, &security.sdk, (&contain_role, None), &group_name);
+    handle(tag_event(MEMBER, &s.instance_id), "contain", &contain)
+        .await
+        .unwrap_or_else(|e| panic!("contained in the member: {e}"));
+    let contained = restorable(&s).await;
+
+    let message = handle(release_request(&[&s.instance_id]), "release", &release)
+        .await
+        .expect_err("the release is refused")
+        .to_string();
+    assert!(
+        message.contains(MEMBER) && message.contains("ReleaseFunctionRoleArn"),
+        "{message}"
+    );
+    assert_no_change(&release_log);
+    assert_eq!(restorable(&s).await, contained, "still contained");
+}

@@ -21,7 +21,9 @@ from template_helpers import (
     service_authorization_data,
 )
 
-# Every AWS call of src/release/: the role must allow exactly these.
+# Every AWS call of src/release/: the role must allow exactly these. sts:AssumeRole (a member
+# account's release role) is not among them: it comes only with MemberRoleName, in a policy of
+# its own (RELEASE_MEMBER_ACTIONS), as for the containment role.
 RELEASE_ACTIONS = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
@@ -51,6 +53,9 @@ RELEASE_ACTIONS = {
     "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
 }
+
+# What the release role gets, besides RELEASE_ACTIONS, only when MemberRoleName is set.
+RELEASE_MEMBER_ACTIONS = {"sts:AssumeRole"}
 
 # What containment keeps (evidence, protection) and what release must never be able to undo.
 NEVER = {
@@ -122,6 +127,27 @@ def test_the_release_role_allows_exactly_the_calls_of_a_release(template):
     got = allows(template)
     assert got == RELEASE_ACTIONS, f"missing {sorted(RELEASE_ACTIONS - got)}, unexpected {sorted(got - RELEASE_ACTIONS)}"
     assert not got & NEVER
+
+
+def test_the_release_role_assumes_member_roles_only_in_a_policy_of_its_own_with_member_role_name(template):
+    name, role = release_role(template)
+    attached = {
+        policy_name: policy
+        for policy_name, policy in resources_of_type(template, "AWS::IAM::Policy").items()
+        if {ref(r) for r in policy["Properties"]["Roles"]} & {name}
+    }
+    assert set(attached) == {"MemberReleaseRoleAssumption"}
+    policy = attached["MemberReleaseRoleAssumption"]
+    assert policy["Condition"] == "MemberRoleSet"
+    assert [ref(r) for r in policy["Properties"]["Roles"]] == [name]
+    statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
+    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
+    assert {a for s in statements for a in as_list(s["Action"])} == RELEASE_MEMBER_ACTIONS
+    # Only the member release role under the guarded path, in any account (which one, the record says).
+    (s,) = statements
+    assert sample_value(template, s["Resource"]).startswith("arn:aws:iam::*:role/ec2-quarantine/")
+    assert "sts:AssumeRole" not in allows(template), "not in the role itself: the role is the same with or without members"
+    assert not (RELEASE_ACTIONS | RELEASE_MEMBER_ACTIONS) & NEVER
 
 
 def test_the_release_role_uses_resource_level_permissions_wherever_possible(template):

@@ -196,6 +196,12 @@ def test_isolation_profile_variable_is_the_stacks_profile(template):
         ("ForensicIngressCidrs", ["", "10.0.0.0/8", "10.0.0.0/8,2001:db8::/32"], ["10.0.0.0/8, 1.2.3.4/32", '"']),
         ("ForensicIngressPorts", ["22", "22,3389"], ["", "22 ", "ssh", "22,"]),
         ("IsolationSecurityGroupName", ["ec2-quarantine-isolation"], ["sg-123", ""]),
+        # The member release role is <MemberRoleName>-release: 56 + 8 characters, IAM's 64 at most.
+        (
+            "MemberRoleName",
+            ["", "ec2-quarantine-member", "a" * 56, "team+ir=1,x.y@z_w"],
+            ["a" * 57, "ec2-quarantine/member", "member role", "member*"],
+        ),
         (
             "SnapshotKmsKeyArn",
             ["", "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
