@@ -553,3 +553,68 @@ async fn one_event_reads_each_target_group_once_however_many_of_its_instances_it
         "one read shared by the three instances, then the read-back of the one registered"
     );
 }
+
+#[tokio::test]
+async fn every_page_of_the_target_group_listing_is_read() {
+    use crate::support::faults::Faults;
+    use crate::support::scenario::{register, target_group};
+    use crate::support::with_faults;
+    let (s, ids) = Scenario::fleet(1).await;
+    let first_page_only = target_group(&s.account, &s.vpc_id, 80, "instance").await;
+    let second_page = target_group(&s.account, &s.vpc_id, 8080, "instance").await;
+    register(&s.account, &second_page, &ids[0], 8080).await;
+    // The emulator lists every group on one page: the first page is injected, holding one group
+    // and a marker, and the second, the emulator's whole answer, is the only one that holds the
+    // group the instance is in.
+    let faults = Faults::default();
+    faults.answer_once(
+        "DescribeTargetGroups",
+        format!(
+            r#"<DescribeTargetGroupsResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/">
+  <DescribeTargetGroupsResult>
+    <TargetGroups>
+      <member>
+        <TargetGroupArn>{first_page_only}</TargetGroupArn>
+        <TargetGroupName>first-page</TargetGroupName>
+        <Protocol>HTTP</Protocol>
+        <Port>80</Port>
+        <VpcId>{}</VpcId>
+        <TargetType>instance</TargetType>
+      </member>
+    </TargetGroups>
+    <NextMarker>page-2</NextMarker>
+  </DescribeTargetGroupsResult>
+  <ResponseMetadata><RequestId>injected</RequestId></ResponseMetadata>
+</DescribeTargetGroupsResponse>"#,
+            s.vpc_id
+        ),
+    );
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let (result, log) = contain_with(&s, trigger_event(&[&ids[0]]), &[], &sdk).await;
+    let report = result.expect("contained");
+    assert_eq!(log.count("DescribeTargetGroups"), 2, "both pages read");
+    let step = report.instances[0]
+        .step(Step::DeregisterTargetGroups)
+        .unwrap();
+    assert_eq!(step.status, Status::Done, "{}", step.detail);
+    assert!(step.detail.contains(&second_page), "{}", step.detail);
+    let still_registered = s
+        .account
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(&second_page)
+        .send()
+        .await
+        .unwrap()
+        .target_health_descriptions()
+        .iter()
+        .any(|d| {
+            d.target().and_then(|t| t.id()) == Some(ids[0].as_str())
+                && d.target_health().and_then(|h| h.state())
+                    != Some(&aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining)
+        });
+    assert!(
+        !still_registered,
+        "out of the group only the second page lists"
+    );
+}

@@ -34,6 +34,9 @@ pub enum Fault {
     Hang,
     /// Sent on only when the test opens the gate.
     Held(Gate),
+    /// A successful answer with this XML body, for a condition the emulator cannot produce (a
+    /// listing cut into pages: it answers every listing whole).
+    Answer(String),
 }
 
 /// Holds a call until the test lets it go, to order one invocation's write after another's
@@ -124,6 +127,11 @@ impl Faults {
     /// The next `times` calls of `operation` fail with `code`, which the SDK does not retry.
     pub fn deny_next(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
         self.add(operation, Fault::Error { status: 403, code }, Some(times))
+    }
+
+    /// The next call of `operation` gets `xml` as its successful answer.
+    pub fn answer_once(&self, operation: &'static str, xml: String) -> &Self {
+        self.add(operation, Fault::Answer(xml), Some(1))
     }
 
     /// The next `times` calls of `operation` are throttled.
@@ -265,6 +273,14 @@ impl HttpConnector for FaultConnector {
             None => self.inner.call(request),
             Some(Fault::Error { status, code }) => {
                 HttpConnectorFuture::ready(Ok(error_response(&request, status, code)))
+            }
+            Some(Fault::Answer(xml)) => {
+                let mut response = HttpResponse::new(
+                    StatusCode::try_from(200).expect("valid status"),
+                    SdkBody::from(xml),
+                );
+                response.headers_mut().insert("content-type", "text/xml");
+                HttpConnectorFuture::ready(Ok(response))
             }
             Some(Fault::Held(gate)) => {
                 let inner = self.inner.clone();
