@@ -91,6 +91,9 @@ pub struct Record {
     /// Set on a claim: the claimer takes the snapshot lease with the claim itself, until then
     /// (seconds since the epoch), saving the round trip of taking it after.
     pub snapshot_lease_until: Option<u64>,
+    /// When the record last changed status: a release marks it only if it has not changed since
+    /// the release read it.
+    pub updated_at: Option<String>,
 }
 
 impl Record {
@@ -179,6 +182,7 @@ fn record_of(item: &HashMap<String, AttributeValue>) -> Record {
             .get(LEASE_UNTIL)
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok()),
+        updated_at: item.get(UPDATED_AT).and_then(|v| v.as_s().ok()).cloned(),
     }
 }
 
@@ -380,9 +384,12 @@ impl IncidentStore {
     /// Notes that `copy` is the encrypted copy of the evidence snapshot `source`. Adding to a
     /// set is idempotent and needs no read, so redeliveries and concurrent invocations converge.
     /// Only an existing record is written: a record made of this alone would look claimed.
+    /// Notes an encrypted copy in the record of the incident its source was taken for, and in
+    /// no other: after a release and a new quarantine, the live record is another incident's.
     pub async fn record_encrypted_copy(
         &self,
         instance_id: &str,
+        incident: &str,
         source: &str,
         copy: &str,
     ) -> Result<(), AwsError> {
@@ -391,9 +398,11 @@ impl IncidentStore {
             .table_name(&self.table)
             .key(KEY, s(instance_id))
             .update_expression("ADD #copies :pair")
-            .condition_expression("attribute_exists(#key)")
+            .condition_expression("attribute_exists(#key) AND #incident = :incident")
             .expression_attribute_names("#copies", ENCRYPTED_COPIES)
             .expression_attribute_names("#key", KEY)
+            .expression_attribute_names("#incident", INCIDENT)
+            .expression_attribute_values(":incident", s(incident))
             .expression_attribute_values(
                 ":pair",
                 AttributeValue::Ss(vec![format!("{source}={copy}")]),
@@ -471,8 +480,9 @@ pub fn archive_key(instance_id: &str, incident: &str, released_at: &str) -> Stri
 
 impl IncidentStore {
     /// The end of a release: `status` ([`RELEASED`] or [`RELEASE_PARTIAL`]), when, by which
-    /// invocation and why. Only when the record is as the release last read it (`seen` is the
-    /// status it read): a containment that claimed the instance meanwhile is not overwritten.
+    /// invocation and why. Only when the record is as the release read it before its first
+    /// change (`seen`: status and `updated_at`): a containment that claimed or finished the
+    /// instance meanwhile is not overwritten, and the release is run again.
     ///
     /// A released record may be replaced by the next quarantine's claim, so it is also copied
     /// to [`archive_key`] in the same transaction: the copy and the status land together or not
@@ -480,7 +490,7 @@ impl IncidentStore {
     pub async fn finish_release(
         &self,
         instance_id: &str,
-        seen: &str,
+        seen: &Record,
         status: &str,
         now: &str,
         released_by: &str,
@@ -508,13 +518,13 @@ impl IncidentStore {
             .expression_attribute_values(":now", s(now))
             .expression_attribute_values(":by", s(released_by))
             .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":seen", s(seen));
-        live = match item.get(UPDATED_AT) {
+            .expression_attribute_values(":seen", s(&seen.status));
+        live = match &seen.updated_at {
             Some(updated) => live
                 .condition_expression(
                     "attribute_exists(#key) AND #status = :seen AND #updated = :updated",
                 )
-                .expression_attribute_values(":updated", updated.clone()),
+                .expression_attribute_values(":updated", s(updated)),
             None => live.condition_expression(
                 "attribute_exists(#key) AND #status = :seen AND attribute_not_exists(#updated)",
             ),

@@ -176,14 +176,15 @@ async fn finish(
                     .filter(|(k, v)| carried.get(*k) != Some(*v))
                     .filter_map(|(k, _)| Some(format!("{k}={}", carried.get(k)?)))
                     .collect();
-                AwsError {
-                    message: format!(
+                let message = match stale.is_empty() {
+                    true => e.message.clone(),
+                    false => format!(
                         "{}; the instance still carries {} from the write before the read-backs",
                         e.message,
                         stale.join(", ")
                     ),
-                    ..e
-                }
+                };
+                AwsError { message, ..e }
             }
         })?;
     for key in corrected {

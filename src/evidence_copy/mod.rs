@@ -169,15 +169,24 @@ pub(crate) async fn record(
     source: &SnapshotFacts,
     report: EvidenceReport,
 ) -> EvidenceReport {
-    let (Some(instance_id), Some(copy_id)) = (source.instance_id(), report.copy_id.as_deref())
-    else {
+    let (Some(instance_id), Some(incident), Some(copy_id)) = (
+        source.instance_id(),
+        source.incident(),
+        report.copy_id.as_deref(),
+    ) else {
         return report;
     };
     let detail = match store
-        .record_encrypted_copy(instance_id, &source.id, copy_id)
+        .record_encrypted_copy(instance_id, incident, &source.id, copy_id)
         .await
     {
         Ok(()) => format!("{}; noted in the incident record", report.detail),
+        Err(e) if e.has_code("ConditionalCheckFailedException") => format!(
+            "{}; not noted in an incident record: the record of {instance_id} is now another \
+             incident's (incident {incident} was released and the instance quarantined again); \
+             the copy carries its incident's tags",
+            report.detail
+        ),
         Err(e) => format!("{}; not noted in the incident record ({e})", report.detail),
     };
     EvidenceReport {

@@ -50,6 +50,10 @@ impl SnapshotFacts {
         self.tags.get(tags::SNAPSHOT_INSTANCE).map(String::as_str)
     }
 
+    pub fn incident(&self) -> Option<&str> {
+        self.tags.get(tags::INCIDENT).map(String::as_str)
+    }
+
     pub fn copy_of(&self) -> Option<&str> {
         self.tags.get(COPY_OF).map(String::as_str)
     }

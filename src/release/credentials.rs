@@ -110,6 +110,13 @@ async fn lift_on_role(
             })?,
             None => RevocationPolicy::default(),
         };
+        // IAM does not deny this instance (its deny was never written: a role that did not
+        // opt in, say): nothing to lift, and the role's other listed ARNs are not this
+        // release's to write (a refused write would leave the release partial for good).
+        if detail.is_none() && !policy.instance_arns.contains(arn) {
+            settled = true;
+            break;
+        }
         // Everything the list holds stays denied, with whatever the policy holds that the list
         // does not (fail closed): only this instance's ARN leaves.
         let mut lifted = policy.clone();

@@ -294,14 +294,7 @@ async fn release_one(
     steps.push(tags::tag_released(clients, &facts, &record.incident, status, reason, &now).await);
     let recorded = Instant::now();
     let finished = store
-        .finish_release(
-            instance_id,
-            &record.status,
-            status,
-            &now,
-            invocation_id,
-            reason,
-        )
+        .finish_release(instance_id, &record, status, &now, invocation_id, reason)
         .await
         .map(|archived| {
             let kept = archived
@@ -313,9 +306,11 @@ async fn release_one(
             ))
         })
         .map_err(|e| {
-            // The transaction is cancelled when its condition on the record fails.
+            // A cancelled transaction names its reasons in its message; a failed condition on
+            // the record is the one that means it changed.
             if e.has_code("ConditionalCheckFailedException")
-                || e.has_code("TransactionCanceledException")
+                || (e.has_code("TransactionCanceledException")
+                    && e.message.contains("ConditionalCheckFailed"))
             {
                 AwsError {
                     message: format!(

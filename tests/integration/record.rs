@@ -280,4 +280,12 @@ async fn a_first_containment_creates_the_group_beside_the_claim_and_moves_no_int
     for eni in &s.interfaces {
         assert_eq!(s.account.interface_groups(eni).await, vec![group.clone()]);
     }
+    let item = record(&s, &s.instance_id).await;
+    assert!(
+        crate::support::recorded_interface_groups(&item)
+            .iter()
+            .flatten()
+            .all(|g| s.app_groups.contains(g)),
+        "the record holds the original groups, not ours"
+    );
 }

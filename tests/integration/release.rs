@@ -942,7 +942,17 @@ async fn a_members_instance_is_released_in_its_account_with_the_member_release_r
         .unwrap_or_else(|e| panic!("contained in the member: {e}"));
     assert_ne!(restorable(&s).await, before, "contained");
 
-    // The request names no account: the record does.
+    // The request names no account: the record does. The containment's member role is refused
+    // to the release, so only the member release role can have reached the account.
+    let contain_role_name: &'static str = Box::leak(
+        contain_role
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned()
+            .into_boxed_str(),
+    );
+    faults.deny_when("AssumeRole", contain_role_name, "AccessDenied");
     let report = handle(release_request(&[&s.instance_id]), "release", &release)
         .await
         .unwrap_or_else(|e| panic!("released in the member: {e}"));
@@ -1010,4 +1020,148 @@ async fn without_a_member_release_role_a_members_instance_is_refused_with_no_cha
     );
     assert_no_change(&release_log);
     assert_eq!(restorable(&s).await, contained, "still contained");
+}
+
+#[tokio::test]
+async fn instances_of_a_role_whose_deny_was_refused_are_released_without_writing_it() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    let other = neighbour(&s).await;
+    // As for a role that did not opt in under RevocableRoles=tagged: both ARNs are listed, the
+    // deny is refused, and the role has no policy.
+    let faults = Faults::default();
+    faults.deny("PutRolePolicy", "AccessDenied");
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let (contained, _) =
+        crate::containment::contain_with(&s, trigger_event(&[&s.instance_id, &other]), &[], &sdk)
+            .await;
+    contained.expect_err("the refused deny fails the containment");
+    // The scenarios give role and profile one name.
+    let role = s
+        .original_profile_arn
+        .as_deref()
+        .and_then(|arn| arn.rsplit('/').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(role_policy(&s, &role).await, None);
+
+    let (released, log) = release(&s, release_request(&[&s.instance_id])).await;
+    let report = released.expect("released");
+    assert_eq!(report.outcome, Outcome::Released, "{}", report.to_json());
+    assert_eq!(
+        report.instances[0]
+            .step(Step::RestoreCredentials)
+            .map(|step| step.status),
+        Some(Status::Unchanged)
+    );
+    assert_eq!(
+        log.count("PutRolePolicy"),
+        0,
+        "the other ARN is not written"
+    );
+    assert_eq!(role_policy(&s, &role).await, None);
+}
+
+#[tokio::test]
+async fn a_released_record_is_kept_whole_and_a_record_changed_during_the_release_is_not_marked() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("contained");
+    release(&s, release_request(&[&s.instance_id]))
+        .await
+        .0
+        .expect("released");
+    let mut live = record_item(&s, &s.instance_id).await;
+    let kept = kept_records(&s, &s.instance_id).await;
+    assert_eq!(kept.len(), 1);
+    let mut kept = kept[0].clone();
+    live.remove("instance_id");
+    kept.remove("instance_id");
+    assert_eq!(
+        kept, live,
+        "the copy holds every attribute of the released record"
+    );
+
+    // Quarantined again; a release whose instance is contained once more while it runs leaves
+    // the record as the containment finished it, and keeps no copy.
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("contained again");
+    let faults = Faults::default();
+    let restoring = crate::support::faults::Gate::default();
+    // Held after the release has read the record, before it marks it.
+    faults.hold("ModifyNetworkInterfaceAttribute", &restoring);
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let releasing = release_with(&s, release_request(&[&s.instance_id]), &sdk);
+    let meanwhile = async {
+        restoring.arrived().await;
+        // A redelivered containment event: it finishes the record again, which moves its
+        // updated_at (the status stays contained).
+        contain(&s, trigger_event(&[&s.instance_id]), &[])
+            .await
+            .0
+            .expect("contained during the release");
+        restoring.open();
+    };
+    let ((result, _), ()) = tokio::join!(releasing, meanwhile);
+    let message = result.expect_err("the release cannot mark the record");
+    assert!(
+        message.contains("the record changed during the release"),
+        "{message}"
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("contained")
+    );
+    assert_eq!(
+        kept_records(&s, &s.instance_id).await.len(),
+        1,
+        "no second copy"
+    );
+}
+
+async fn record_item(s: &Scenario, key: &str) -> std::collections::HashMap<String, AttributeValue> {
+    s.account
+        .dynamodb
+        .get_item()
+        .table_name(INCIDENT_TABLE)
+        .key("instance_id", AttributeValue::S(key.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .cloned()
+        .expect("the record")
+}
+
+/// The copies releases kept of `instance_id`'s records.
+async fn kept_records(
+    s: &Scenario,
+    instance_id: &str,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    s.account
+        .dynamodb
+        .scan()
+        .table_name(INCIDENT_TABLE)
+        .filter_expression("begins_with(instance_id, :prefix)")
+        .expression_attribute_values(
+            ":prefix",
+            AttributeValue::S(format!("released#{instance_id}#")),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .to_vec()
 }

@@ -233,6 +233,8 @@ def test_guard_exempts_the_templates_role_path(template):
     assert _arn_like("arn:aws:iam::*:instance-profile/ec2-quarantine-isolation/*", iso_profile_arn)
 
 
+REVOCABLE = {"ec2-quarantine:revocable": "true"}
+
 # (what, request, denied?)
 GUARD_SCENARIOS = [
     # undoing a containment
@@ -292,6 +294,13 @@ GUARD_SCENARIOS = [
     ("admin attaches a policy to the isolation role", Request(ADMIN, "iam:AttachRolePolicy", ISOLATION_ROLE), True),
     ("admin swaps the isolation profile's role", Request(ADMIN, "iam:RemoveRoleFromInstanceProfile", ISOLATION_PROFILE), True),
     ("admin edits another role", Request(ADMIN, "iam:AttachRolePolicy", OTHER_ROLE), False),
+    # RevocableRoles=tagged: opting a role in widens what the function may write on it, and
+    # taking the tag off blocks the deny and its release
+    ("admin opts a role into revocation", Request(ADMIN, "iam:TagRole", OTHER_ROLE, {}, REVOCABLE), True),
+    ("admin takes a role's opt-in off", Request(ADMIN, "iam:UntagRole", OTHER_ROLE, REVOCABLE, {"ec2-quarantine:revocable": None}), True),
+    ("admin creates a role already opted in", Request(ADMIN, "iam:CreateRole", OTHER_ROLE, {}, REVOCABLE), True),
+    ("break-glass opts a role in", Request(BREAK_GLASS, "iam:TagRole", OTHER_ROLE, {}, REVOCABLE), False),
+    ("admin tags a role otherwise", Request(ADMIN, "iam:TagRole", OTHER_ROLE, {}, {"team": "web"}), False),
 ]
 
 
@@ -387,9 +396,6 @@ def test_the_revocation_writes_any_role_policy_but_the_functions_and_the_isolati
     assert allowed_by(policy, Request(RESPONDER, "iam:GetInstanceProfile", app_profile))
     for never in ("iam:DeleteRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PutUserPolicy"):
         assert not allowed_by(policy, Request(RESPONDER, never, OTHER_ROLE)), never
-
-
-REVOCABLE = {"ec2-quarantine:revocable": "true"}
 
 
 @pytest.mark.parametrize("who", ["containment", "release"])
