@@ -1165,3 +1165,42 @@ async fn kept_records(
         .items()
         .to_vec()
 }
+
+#[tokio::test]
+async fn a_refused_lift_names_the_tag_that_opts_the_role_in_and_leaves_the_release_partial() {
+    let s = Scenario::build(Options {
+        profile: true,
+        ..Options::default()
+    })
+    .await;
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("contained");
+    // What IAM answers a stack deployed with RevocableRoles=tagged once the tag is gone.
+    let faults = Faults::default();
+    faults.deny("DeleteRolePolicy", "AccessDenied");
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let (result, _) = release_with(&s, release_request(&[&s.instance_id]), &sdk).await;
+    let message = result.expect_err("the release is partial");
+    let report: Value = serde_json::from_str(&message).expect("the report");
+    let lifted = report["instances"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["step"] == "restore-credentials")
+        .expect("the step")
+        .clone();
+    assert_eq!(lifted["status"], "failed");
+    assert!(
+        lifted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ec2-quarantine:revocable=true"),
+        "{lifted}"
+    );
+    assert_eq!(
+        record_status(&s, &s.instance_id).await.as_deref(),
+        Some("release-partial")
+    );
+}
