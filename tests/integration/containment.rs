@@ -529,24 +529,11 @@ async fn one_event_reads_each_target_group_once_however_many_of_its_instances_it
     let (result, log) = contain(&s, trigger_event(&names), &[]).await;
     let report = result.expect("all three contained");
     assert_eq!(report.outcome, Outcome::Contained);
-    let deregistered = s
-        .account
-        .elbv2
-        .describe_target_health()
-        .target_group_arn(&group)
-        .send()
-        .await
-        .unwrap()
-        .target_health_descriptions()
-        .iter()
-        .filter(|d| {
-            d.target().and_then(|t| t.id()) == Some(ids[0].as_str())
-                && d.target_health().and_then(|h| h.state())
-                    != Some(&aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining)
-        })
-        .count()
-        == 0;
-    assert!(deregistered, "{} is out of {group}", ids[0]);
+    assert!(
+        !registered_in(&s, &group, &ids[0]).await,
+        "{} is out of {group}",
+        ids[0]
+    );
     assert_eq!(
         log.target_health_reads(&group),
         2,
@@ -598,23 +585,26 @@ async fn every_page_of_the_target_group_listing_is_read() {
         .unwrap();
     assert_eq!(step.status, Status::Done, "{}", step.detail);
     assert!(step.detail.contains(&second_page), "{}", step.detail);
-    let still_registered = s
-        .account
+    assert!(
+        !registered_in(&s, &second_page, &ids[0]).await,
+        "out of the group only the second page lists"
+    );
+}
+
+/// Whether `target` is registered in `group` (draining registrations are on their way out).
+async fn registered_in(s: &Scenario, group: &str, target: &str) -> bool {
+    s.account
         .elbv2
         .describe_target_health()
-        .target_group_arn(&second_page)
+        .target_group_arn(group)
         .send()
         .await
         .unwrap()
         .target_health_descriptions()
         .iter()
         .any(|d| {
-            d.target().and_then(|t| t.id()) == Some(ids[0].as_str())
+            d.target().and_then(|t| t.id()) == Some(target)
                 && d.target_health().and_then(|h| h.state())
                     != Some(&aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining)
-        });
-    assert!(
-        !still_registered,
-        "out of the group only the second page lists"
-    );
+        })
 }

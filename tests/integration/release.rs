@@ -517,21 +517,7 @@ async fn a_released_instance_can_be_quarantined_again_as_a_new_incident() {
         Some("contained")
     );
     // The new claim replaced the live record; the first incident's is kept beside it.
-    let kept = s
-        .account
-        .dynamodb
-        .scan()
-        .table_name(INCIDENT_TABLE)
-        .filter_expression("begins_with(instance_id, :prefix)")
-        .expression_attribute_values(
-            ":prefix",
-            AttributeValue::S(format!("released#{}#{first_incident}#", s.instance_id)),
-        )
-        .send()
-        .await
-        .unwrap()
-        .items()
-        .to_vec();
+    let kept = kept_records(&s, &s.instance_id).await;
     assert_eq!(kept.len(), 1, "one copy of the first incident's record");
     let kept = &kept[0];
     assert_eq!(kept["status"].as_s().unwrap(), "released");
