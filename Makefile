@@ -14,6 +14,6 @@ lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-# The Lambda package (arm64, release): slow (about 25 minutes here), so not part of CI.
+# The Lambda package (arm64, release): slow (12 to 25 minutes here), so not part of CI.
 release:
 	scripts/release.sh
