@@ -383,9 +383,9 @@ impl IncidentStore {
 
     /// Notes that `copy` is the encrypted copy of the evidence snapshot `source`. Adding to a
     /// set is idempotent and needs no read, so redeliveries and concurrent invocations converge.
-    /// Only an existing record is written: a record made of this alone would look claimed.
-    /// Notes an encrypted copy in the record of the incident its source was taken for, and in
-    /// no other: after a release and a new quarantine, the live record is another incident's.
+    /// Only the record of the incident `source` was taken for is written: a record made of this
+    /// alone would look claimed, and after a release and a new quarantine the live record is
+    /// another incident's.
     pub async fn record_encrypted_copy(
         &self,
         instance_id: &str,
@@ -496,12 +496,6 @@ impl IncidentStore {
         released_by: &str,
         reason: &str,
     ) -> Result<Option<String>, AwsError> {
-        let Some(mut item) = self.item(instance_id).await? else {
-            return Err(AwsError::local(
-                "GetItem",
-                format!("the record of {instance_id} is gone, so it is not marked {status}"),
-            ));
-        };
         let mut live = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .key(KEY, s(instance_id))
@@ -536,6 +530,13 @@ impl IncidentStore {
         );
         let mut archived = None;
         if status == RELEASED {
+            // Read for the copy only: the transaction's condition decides whether it lands.
+            let Some(mut item) = self.item(instance_id).await? else {
+                return Err(AwsError::local(
+                    "GetItem",
+                    format!("the record of {instance_id} is gone, so it is not marked {status}"),
+                ));
+            };
             let incident = item
                 .get(INCIDENT)
                 .and_then(|v| v.as_s().ok())

@@ -18,9 +18,9 @@
 //!    - out of its Auto Scaling group ([`scaling`]) and every load balancer ([`load_balancing`]);
 //!    - protection against termination and stop, volumes kept ([`protection`]);
 //!    - snapshots of every volume, under the record's lease ([`evidence`]).
-//! 4. Tag the instance with the outcome ([`tags`]) once every step has ended or had its writes return
-//!    ([`progress`]), beside the read-backs still out, and again if one of them disagrees; last,
-//!    write the outcome to the record.
+//! 4. Tag the instance with the outcome ([`tags`]) once every step has ended or had its writes
+//!    return ([`progress`]), beside the read-backs still out, and again if one of them
+//!    disagrees; last, write the outcome to the record.
 //!
 //! A failed step never stops the others. Each step reads back what it changed and reports
 //! `done`, `unchanged`, `skipped` or `failed`; the report, not this module, decides whether

@@ -308,9 +308,8 @@ async fn release_one(
         .map_err(|e| {
             // A cancelled transaction names its reasons in its message; a failed condition on
             // the record is the one that means it changed.
-            if e.has_code("ConditionalCheckFailedException")
-                || (e.has_code("TransactionCanceledException")
-                    && e.message.contains("ConditionalCheckFailed"))
+            if e.has_code("TransactionCanceledException")
+                && e.message.contains("ConditionalCheckFailed")
             {
                 AwsError {
                     message: format!(

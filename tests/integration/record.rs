@@ -11,7 +11,7 @@ use crate::support::scenario::{Options, Scenario};
 use crate::support::{with_faults, INCIDENT_TABLE};
 
 /// The incident record as DynamoDB holds it.
-async fn record(s: &Scenario, instance_id: &str) -> HashMap<String, AttributeValue> {
+pub async fn record(s: &Scenario, instance_id: &str) -> HashMap<String, AttributeValue> {
     s.account
         .dynamodb
         .get_item()

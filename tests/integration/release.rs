@@ -1066,7 +1066,7 @@ async fn a_released_record_is_kept_whole_and_a_record_changed_during_the_release
         .await
         .0
         .expect("released");
-    let mut live = record_item(&s, &s.instance_id).await;
+    let mut live = crate::record::record(&s, &s.instance_id).await;
     let kept = kept_records(&s, &s.instance_id).await;
     assert_eq!(kept.len(), 1);
     let mut kept = kept[0].clone();
@@ -1114,21 +1114,6 @@ async fn a_released_record_is_kept_whole_and_a_record_changed_during_the_release
         1,
         "no second copy"
     );
-}
-
-async fn record_item(s: &Scenario, key: &str) -> std::collections::HashMap<String, AttributeValue> {
-    s.account
-        .dynamodb
-        .get_item()
-        .table_name(INCIDENT_TABLE)
-        .key("instance_id", AttributeValue::S(key.to_owned()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item()
-        .cloned()
-        .expect("the record")
 }
 
 /// The copies releases kept of `instance_id`'s records.
