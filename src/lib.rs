@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod aws;
 pub mod config;
+pub mod consistency;
 pub mod contain;
 pub mod event;
 pub mod evidence_copy;

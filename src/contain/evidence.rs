@@ -24,6 +24,7 @@ use super::progress::Progress;
 use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::consistency::until_settled;
 use crate::incident::IncidentStore;
 use crate::report::{SnapshotRecord, Status, Step, StepReport};
 
@@ -214,7 +215,10 @@ async fn snapshot(
         })
         .collect();
     records.extend(created.iter().cloned());
-    let after = read_back(clients, &created).await?;
+    // New snapshot ids may be unknown to EC2 for seconds.
+    let shows_every_volume =
+        |after: &std::collections::BTreeSet<String>| missing.iter().all(|v| after.contains(*v));
+    let after = until_settled(|| read_back(clients, &created), shows_every_volume).await?;
     let unreadable: Vec<&str> = missing
         .iter()
         .copied()

@@ -20,6 +20,7 @@ use aws_sdk_ec2::types::{
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::InstanceProfileRef;
+use crate::consistency::{not_yet_visible, until_settled};
 use crate::report::{Step, StepReport};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +144,17 @@ async fn swap(
         // (`IncorrectState`, or a stale association id): if the isolation profile is in place,
         // the cut holds and that is all that matters.
         Err(e) => {
-            return match current_association(clients, instance_id).await {
+            let isolated = |a: &Option<Association>| {
+                a.as_ref()
+                    .is_some_and(|a| isolation.matches_arn(&a.profile_arn))
+            };
+            // Only a concurrent change explains these; its write may read back stale a while.
+            let concurrent = e.has_code("IncorrectState") || not_yet_visible(&e);
+            let read = match concurrent {
+                true => until_settled(|| current_association(clients, instance_id), isolated).await,
+                false => current_association(clients, instance_id).await,
+            };
+            return match read {
                 Ok(Some(a)) if isolation.matches_arn(&a.profile_arn) => {
                     Ok(StepResult::unchanged(format!(
                         "{} already has {} (set concurrently)",
@@ -151,10 +162,19 @@ async fn swap(
                     )))
                 }
                 _ => Err(e),
-            }
+            };
         }
     };
-    match current_association(clients, instance_id).await? {
+    // A just-written association may read back stale for seconds.
+    let read = until_settled(
+        || current_association(clients, instance_id),
+        |a| {
+            a.as_ref()
+                .is_some_and(|a| isolation.matches_arn(&a.profile_arn))
+        },
+    )
+    .await?;
+    match read {
         Some(a) if isolation.matches_arn(&a.profile_arn) => Ok(StepResult::done(detail)),
         other => Err(AwsError::local(
             "DescribeIamInstanceProfileAssociations",

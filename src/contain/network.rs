@@ -38,6 +38,7 @@ use super::tags;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::ResponderAccess;
+use crate::consistency::{until_settled, until_visible};
 use crate::report::{InterfaceGroups, Status, Step, StepReport};
 
 /// Which group: the isolation group, or the interim one an interface passes through first.
@@ -450,14 +451,18 @@ async fn create_or_adopt_as(
             Ok((group, true))
         }
         Err(e) if e.has_code("InvalidGroup.Duplicate") => {
-            let found = find(clients, name, vpc_id).await?.ok_or_else(|| {
-                AwsError::local(
-                    "DescribeSecurityGroups",
-                    format!(
-                        "group {name} in {vpc_id} was reported as a duplicate but cannot be found"
-                    ),
-                )
-            })?;
+            // The winner's group may not be visible to a filtered Describe for seconds yet.
+            let found = until_settled(|| find(clients, name, vpc_id), Option::is_some)
+                .await?
+                .ok_or_else(|| {
+                    AwsError::local(
+                        "DescribeSecurityGroups",
+                        format!(
+                            "group {name} in {vpc_id} was reported as a duplicate but cannot be \
+                             found"
+                        ),
+                    )
+                })?;
             Ok((found, false))
         }
         Err(e) => Err(e),
@@ -522,15 +527,25 @@ async fn write_rules(
     Ok((ri? + ro?, ai? + ao?))
 }
 
+/// A group just created may be missing from a filtered Describe for seconds.
 async fn read_group(clients: &Clients, group_id: &str) -> Result<SecurityGroup, AwsError> {
-    describe_groups(
-        clients,
-        vec![Filter::builder().name("group-id").values(group_id).build()],
+    let filters = || vec![Filter::builder().name("group-id").values(group_id).build()];
+    until_settled(
+        || async {
+            Ok(describe_groups(clients, filters())
+                .await?
+                .into_iter()
+                .next())
+        },
+        Option::is_some,
     )
     .await?
-    .into_iter()
-    .next()
-    .ok_or_else(|| AwsError::local("DescribeSecurityGroups", format!("{group_id} disappeared")))
+    .ok_or_else(|| {
+        AwsError::local(
+            "DescribeSecurityGroups",
+            format!("{group_id} cannot be found"),
+        )
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -553,44 +568,8 @@ async fn change(
         return Ok(0);
     }
     let permissions: Vec<IpPermission> = atoms.iter().map(|a| rules::permission_of(a)).collect();
-    let result = match kind {
-        Change::RevokeIngress => clients
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(aws_err("RevokeSecurityGroupIngress")),
-        Change::RevokeEgress => clients
-            .ec2
-            .revoke_security_group_egress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(aws_err("RevokeSecurityGroupEgress")),
-        Change::AuthorizeIngress => clients
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(aws_err("AuthorizeSecurityGroupIngress")),
-        Change::AuthorizeEgress => clients
-            .ec2
-            .authorize_security_group_egress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(aws_err("AuthorizeSecurityGroupEgress")),
-    };
+    // A group this invocation just created may be unknown to EC2 for seconds yet.
+    let result = until_visible(|| send_change(clients, group_id, &permissions, kind)).await;
     match result {
         Ok(()) => Ok(atoms.len()),
         Err(e)
@@ -600,6 +579,53 @@ async fn change(
             Ok(0)
         }
         Err(e) => Err(e),
+    }
+}
+
+async fn send_change(
+    clients: &Clients,
+    group_id: &str,
+    permissions: &[IpPermission],
+    kind: Change,
+) -> Result<(), AwsError> {
+    let permissions = Some(permissions.to_vec());
+    match kind {
+        Change::RevokeIngress => clients
+            .ec2
+            .revoke_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(permissions)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("RevokeSecurityGroupIngress")),
+        Change::RevokeEgress => clients
+            .ec2
+            .revoke_security_group_egress()
+            .group_id(group_id)
+            .set_ip_permissions(permissions)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("RevokeSecurityGroupEgress")),
+        Change::AuthorizeIngress => clients
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(permissions)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("AuthorizeSecurityGroupIngress")),
+        Change::AuthorizeEgress => clients
+            .ec2
+            .authorize_security_group_egress()
+            .group_id(group_id)
+            .set_ip_permissions(permissions)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("AuthorizeSecurityGroupEgress")),
     }
 }
 
@@ -672,11 +698,14 @@ pub async fn isolate(
             .filter_map(|g| g.as_ref()?.as_ref().ok())
             .map(|g| groups.verify(clients, Role::Interim, g)),
     );
-    let (moved, group_report) = tokio::join!(
+    // Interim groups an interface could not leave: closed once the moves and the groups'
+    // read-backs (which set the interim group's rules) have ended.
+    let stuck = Mutex::new(BTreeSet::new());
+    let (mut moved, group_report) = tokio::join!(
         async {
             claimed.await;
             let moved_at = Instant::now();
-            let moved = move_interfaces(clients, facts, &ensured, &interim, progress).await;
+            let moved = move_interfaces(clients, facts, &ensured, &interim, progress, &stuck).await;
             step_report(Step::MoveNetworkInterfaces, moved_at, moved)
         },
         async {
@@ -708,6 +737,13 @@ pub async fn isolate(
             report
         },
     );
+    for interim in stuck.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let closed = close_interim(clients, &interim).await;
+        moved.detail = format!("{}; {closed}", moved.detail);
+        if let Some(error) = moved.error.as_mut() {
+            error.message = format!("{}; {closed}", error.message);
+        }
+    }
     progress.finished(&moved);
     NetworkCut {
         group: group_report,
@@ -765,6 +801,7 @@ async fn move_interfaces(
     ensured: &BTreeMap<&str, Result<EnsuredGroup, AwsError>>,
     interim: &BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>>,
     progress: &Progress,
+    stuck: &Mutex<BTreeSet<String>>,
 ) -> Result<StepResult, AwsError> {
     if facts.interfaces.is_empty() {
         return Ok(StepResult::skipped("the instance has no network interface"));
@@ -800,7 +837,7 @@ async fn move_interfaces(
             None => {}
         }
     }
-    let results = join_all(to_move.iter().map(|m| move_one(clients, m))).await;
+    let results = join_all(to_move.iter().map(|m| move_one(clients, m, stuck))).await;
     let mut moved = Vec::new();
     for result in results {
         match result {
@@ -819,7 +856,7 @@ async fn move_interfaces(
         },
     );
     if !to_move.is_empty() {
-        verify_interfaces(clients, &to_move)
+        verify_interfaces(clients, &to_move, stuck)
             .await
             .map_err(|e| first_error.take().unwrap_or(e))?;
     }
@@ -849,7 +886,11 @@ async fn move_interfaces(
 /// in the same round trip, not before it.
 ///
 /// Returns the sequence, as the report shows it.
-async fn move_one(clients: &Clients, m: &Move<'_>) -> Result<String, AwsError> {
+async fn move_one(
+    clients: &Clients,
+    m: &Move<'_>,
+    stuck: &Mutex<BTreeSet<String>>,
+) -> Result<String, AwsError> {
     let (shortened, through) = tokio::join!(
         async {
             match m.interim {
@@ -872,6 +913,10 @@ async fn move_one(clients: &Clients, m: &Move<'_>) -> Result<String, AwsError> {
         Some(Err(e)) => sequence.push(format!("conntrack timeouts not shortened ({e})")),
         None => {}
     }
+    let on_interim = match (&m.interim, &through) {
+        (Some(Ok(interim)), Some(Ok(()))) => Some(*interim),
+        _ => None,
+    };
     match (&m.interim, through) {
         (Some(Ok(interim)), Some(Ok(()))) => sequence.push(format!("{interim} -> {}", m.isolation)),
         (Some(Ok(interim)), Some(Err(e))) => sequence.push(format!(
@@ -884,8 +929,34 @@ async fn move_one(clients: &Clients, m: &Move<'_>) -> Result<String, AwsError> {
         )),
         _ => sequence.push(format!("-> {}", m.isolation)),
     }
-    set_groups(clients, m.eni, m.isolation).await?;
+    if let Err(e) = set_groups(clients, m.eni, m.isolation).await {
+        return Err(match on_interim {
+            Some(interim) => left_on_interim(m, interim, e, stuck),
+            None => e,
+        });
+    }
     Ok(format!("{}: {}", m.eni, sequence.join(", ")))
+}
+
+/// The move onto isolation failed with the interface on the interim group: the group is noted
+/// for closing ([`close_interim`]), and the error says where the interface is.
+fn left_on_interim(
+    m: &Move<'_>,
+    interim: &str,
+    e: AwsError,
+    stuck: &Mutex<BTreeSet<String>>,
+) -> AwsError {
+    stuck
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(interim.to_owned());
+    AwsError {
+        message: format!(
+            "{} not moved onto {} ({}); it is left on the interim group {interim}",
+            m.eni, m.isolation, e.message
+        ),
+        ..e
+    }
 }
 
 async fn shorten_timeouts(clients: &Clients, eni: &str) -> Result<(), AwsError> {
@@ -907,45 +978,66 @@ async fn shorten_timeouts(clients: &Clients, eni: &str) -> Result<(), AwsError> 
         .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
 }
 
+/// A group this invocation just created may be unknown to EC2 for seconds yet.
 async fn set_groups(clients: &Clients, eni: &str, group: &str) -> Result<(), AwsError> {
-    clients
-        .ec2
-        .modify_network_interface_attribute()
-        .network_interface_id(eni)
-        .groups(group)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
+    until_visible(|| async {
+        clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(eni)
+            .groups(group)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err("ModifyNetworkInterfaceAttribute"))
+    })
+    .await
 }
 
-/// Reads the moved interfaces back: each must hold exactly its isolation group. One found on
-/// the interim group was moved there by a concurrent invocation for the same instance after our
-/// last move, and that invocation's own isolation move may never come (it may be cut short), so
-/// it is moved on to the isolation group again and read back once more.
-async fn verify_interfaces(clients: &Clients, moved: &[Move<'_>]) -> Result<(), AwsError> {
+/// Fail closed: an interface that could not leave the allow-all interim group must not stay open
+/// on it, so the interim group loses every rule and becomes an isolation group itself. Another
+/// invocation that later needs the interim group puts its rules back, and moves this interface
+/// on with its own; until then the door is shut. Returns what the report says.
+async fn close_interim(clients: &Clients, interim: &str) -> String {
+    let closed = async {
+        let group = read_group(clients, interim).await?;
+        converge_rules(clients, &group, &BTreeSet::new(), &BTreeSet::new()).await
+    };
+    match closed.await {
+        Ok(_) => format!("the rules of {interim} were revoked, so it lets nothing in or out"),
+        Err(e) => format!(
+            "the rules of {interim} could not be revoked either ({e}): an interface on it may be \
+             open"
+        ),
+    }
+}
+
+/// Reads the moved interfaces back: each must hold exactly its isolation group. A read may be
+/// stale for seconds, so one that still shows other groups is read again within the visibility
+/// budget. One found on the interim group was moved there by a concurrent invocation for the
+/// same instance after our last move, and that invocation's own isolation move may never come
+/// (it may be cut short), so it is moved on to the isolation group again and read back once
+/// more.
+async fn verify_interfaces(
+    clients: &Clients,
+    moved: &[Move<'_>],
+    stuck: &Mutex<BTreeSet<String>>,
+) -> Result<(), AwsError> {
     const ROUNDS: usize = 3;
     let mut pending: Vec<&Move<'_>> = moved.iter().collect();
     for _ in 0..ROUNDS {
-        let output = clients
-            .ec2
-            .describe_network_interfaces()
-            .set_network_interface_ids(Some(pending.iter().map(|m| m.eni.to_owned()).collect()))
-            .send()
-            .await
-            .map_err(aws_err("DescribeNetworkInterfaces"))?;
+        let ids: Vec<String> = pending.iter().map(|m| m.eni.to_owned()).collect();
+        let read = until_settled(
+            || read_interface_groups(clients, &ids),
+            |groups| pending.iter().all(|m| m.isolated_or_interim(groups)),
+        )
+        .await?;
         let mut again = Vec::new();
         for m in pending {
-            let actual: Vec<&str> = output
-                .network_interfaces()
-                .iter()
-                .filter(|n| n.network_interface_id() == Some(m.eni))
-                .flat_map(|n| n.groups())
-                .filter_map(|g| g.group_id())
-                .collect();
-            match (&m.interim, actual.as_slice()) {
-                (_, [group]) if *group == m.isolation => {}
-                (Some(Ok(interim)), [group]) if group == interim => again.push(m),
+            let actual = read.get(m.eni).map(Vec::as_slice).unwrap_or_default();
+            match (actual, &m.interim) {
+                ([group], _) if group == m.isolation => {}
+                ([group], Some(Ok(interim))) if group == interim => again.push(m),
                 _ => {
                     return Err(AwsError::local(
                         "DescribeNetworkInterfaces",
@@ -960,13 +1052,14 @@ async fn verify_interfaces(clients: &Clients, moved: &[Move<'_>]) -> Result<(), 
         if again.is_empty() {
             return Ok(());
         }
-        for result in join_all(
-            again
-                .iter()
-                .map(|m| set_groups(clients, m.eni, m.isolation)),
-        )
-        .await
-        {
+        let moved_on = join_all(again.iter().map(|m| async move {
+            match (set_groups(clients, m.eni, m.isolation).await, &m.interim) {
+                (Err(e), Some(Ok(interim))) => Err(left_on_interim(m, interim, e, stuck)),
+                (result, _) => result,
+            }
+        }))
+        .await;
+        for result in moved_on {
             result?;
         }
         pending = again;
@@ -978,4 +1071,41 @@ async fn verify_interfaces(clients: &Clients, moved: &[Move<'_>]) -> Result<(), 
             pending.iter().map(|m| m.eni).collect::<Vec<_>>().join(", ")
         ),
     ))
+}
+
+impl Move<'_> {
+    fn isolated_or_interim(&self, groups: &HashMap<String, Vec<String>>) -> bool {
+        match groups.get(self.eni).map(Vec::as_slice) {
+            Some([group]) => {
+                group == self.isolation || matches!(&self.interim, Some(Ok(i)) if group == i)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Each interface's groups, by interface id.
+async fn read_interface_groups(
+    clients: &Clients,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<String>>, AwsError> {
+    let output = clients
+        .ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(aws_err("DescribeNetworkInterfaces"))?;
+    Ok(output
+        .network_interfaces()
+        .iter()
+        .filter_map(|n| {
+            let groups = n
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(str::to_owned);
+            Some((n.network_interface_id()?.to_owned(), groups.collect()))
+        })
+        .collect())
 }

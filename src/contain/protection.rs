@@ -20,6 +20,7 @@ use aws_sdk_ec2::types::{
 use super::instance::{describe, InstanceFacts};
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::consistency::until_settled;
 use crate::report::{Step, StepReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,12 +137,13 @@ async fn protect(clients: &Clients, instance_id: &str) -> Result<StepResult, Aws
             "termination and stop protection already on; OS shutdown already stops",
         ));
     }
-    let after = read_protection(clients, instance_id).await?;
     let wanted = Protection {
         termination: true,
         stop: true,
         shutdown_stops: true,
     };
+    // Attributes just written may read back stale for seconds.
+    let after = until_settled(|| read_protection(clients, instance_id), |p| *p == wanted).await?;
     if after != wanted {
         return Err(AwsError::local(
             "DescribeInstanceAttribute",
@@ -197,9 +199,17 @@ async fn keep(clients: &Clients, facts: &InstanceFacts) -> Result<StepResult, Aw
         .map_err(aws_err("ModifyInstanceAttribute"))?;
     // DescribeInstanceAttribute(blockDeviceMapping) is not answered by the emulator; the
     // instance description carries the same flag in both.
-    let after = describe(clients, &facts.instance_id)
-        .await
-        .map_err(|e| AwsError::local("DescribeInstances", e.to_string()))?;
+    let still_deleting =
+        |facts: &InstanceFacts| facts.volumes.iter().any(|v| v.delete_on_termination);
+    let after = until_settled(
+        || async {
+            describe(clients, &facts.instance_id)
+                .await
+                .map_err(|e| AwsError::local("DescribeInstances", e.to_string()))
+        },
+        |after| !still_deleting(after),
+    )
+    .await?;
     let still: Vec<&str> = after
         .volumes
         .iter()

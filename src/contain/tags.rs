@@ -22,6 +22,7 @@ use aws_sdk_ec2::types::{Filter, Tag};
 use super::instance::InstanceFacts;
 use super::{step_report, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
+use crate::consistency::until_settled;
 use crate::report::{InstanceOutcome, Status, Step, StepReport};
 
 pub const STATUS: &str = "ec2-quarantine:status";
@@ -237,12 +238,37 @@ async fn write_differing(
     Ok(keys)
 }
 
+/// Tags just written may read back stale for seconds: read until they show, within the budget.
 async fn read_back(
     clients: &Clients,
     instance_id: &str,
     keys: &[String],
     wanted: &BTreeMap<String, String>,
 ) -> Result<(), AwsError> {
+    let actual = until_settled(
+        || read_tags(clients, instance_id, keys),
+        |actual| agreed(actual, keys, wanted),
+    )
+    .await?;
+    if !agreed(&actual, keys, wanted) {
+        return Err(AwsError::local(
+            "DescribeTags",
+            format!(
+                "read back {INCIDENT}={:?} {STATUS}={:?}, expected {:?} and a status",
+                actual.get(INCIDENT),
+                actual.get(STATUS),
+                wanted.get(INCIDENT)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn read_tags(
+    clients: &Clients,
+    instance_id: &str,
+    keys: &[String],
+) -> Result<BTreeMap<String, String>, AwsError> {
     let read = clients
         .ec2
         .describe_tags()
@@ -261,29 +287,25 @@ async fn read_back(
         .send()
         .await
         .map_err(aws_err("DescribeTags"))?;
-    let actual: BTreeMap<&str, &str> = read
+    Ok(read
         .tags()
         .iter()
-        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))))
-        .collect();
-    // Concurrent invocations for one instance write these tags at the same time and the last
-    // write wins, so only what they agree on is checked: the incident (one per instance, from
-    // the record) and that a status is there.
-    let incident_ok = actual.get(INCIDENT).copied() == wanted.get(INCIDENT).map(String::as_str)
-        || !keys.iter().any(|k| k == INCIDENT);
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+        .collect())
+}
+
+/// Concurrent invocations for one instance write these tags at the same time and the last write
+/// wins, so only what they agree on is checked: the incident (one per instance, from the record)
+/// and that a status is there.
+fn agreed(
+    actual: &BTreeMap<String, String>,
+    keys: &[String],
+    wanted: &BTreeMap<String, String>,
+) -> bool {
+    let incident_ok =
+        actual.get(INCIDENT) == wanted.get(INCIDENT) || !keys.iter().any(|k| k == INCIDENT);
     let status_ok = actual.contains_key(STATUS) || !keys.iter().any(|k| k == STATUS);
-    if !incident_ok || !status_ok {
-        return Err(AwsError::local(
-            "DescribeTags",
-            format!(
-                "read back {INCIDENT}={:?} {STATUS}={:?}, expected {:?} and a status",
-                actual.get(INCIDENT),
-                actual.get(STATUS),
-                wanted.get(INCIDENT)
-            ),
-        ));
-    }
-    Ok(())
+    incident_ok && status_ok
 }
 
 #[cfg(test)]

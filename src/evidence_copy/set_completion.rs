@@ -6,6 +6,7 @@ use super::plan::{self, CopyPlan, SnapshotFacts};
 use super::snapshots;
 use super::{failed, item, not_evidence, record, EvidenceAction, EvidenceReport};
 use crate::aws::{AwsError, Clients};
+use crate::consistency::until_settled;
 use crate::evidence_copy::event::SnapshotEvent;
 use crate::incident::IncidentStore;
 
@@ -126,7 +127,13 @@ async fn start_copy(
     source: &SnapshotFacts,
 ) -> Result<String, AwsError> {
     let copy_id = snapshots::copy(clients, source, key, region).await?;
-    let read = snapshots::describe(clients, &[&copy_id]).await?;
+    // A new snapshot id may be unknown to EC2 for seconds.
+    let ids = [copy_id.as_str()];
+    let read = until_settled(
+        || snapshots::describe(clients, &ids),
+        |read| read.contains_key(&copy_id),
+    )
+    .await?;
     match read.get(&copy_id) {
         Some(copy) if copy.copy_of() == Some(&source.id) => Ok(copy_id),
         Some(_) => Err(AwsError::local(

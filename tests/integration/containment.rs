@@ -3,8 +3,9 @@ use ec2_quarantine::handler::{handle, Deps};
 use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
 use serde_json::{json, Value};
 
+use crate::support::aws_like::{AwsLike, Behaviour};
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, CallLog};
+use crate::support::{recorded_clients_as, CallLog};
 use aws_config::SdkConfig;
 
 pub fn trigger_event(instance_ids: &[&str]) -> Value {
@@ -92,9 +93,20 @@ pub async fn contain_with(
     extra: &[(&str, &str)],
     sdk: &SdkConfig,
 ) -> (Result<Report, String>, CallLog) {
+    contain_as(scenario, event, extra, sdk, Behaviour::default()).await
+}
+
+/// The same, with the function's calls under `behaviour` instead of AWS's default.
+pub async fn contain_as(
+    scenario: &Scenario,
+    event: Value,
+    extra: &[(&str, &str)],
+    sdk: &SdkConfig,
+    behaviour: Behaviour,
+) -> (Result<Report, String>, CallLog) {
     let log = CallLog::default();
     let deps = Deps {
-        clients: recorded_clients(sdk, &log),
+        clients: recorded_clients_as(sdk, &log, &AwsLike::new(behaviour)),
         accounts: crate::support::accounts(sdk, &log),
         config: scenario.config(extra),
     };

@@ -9,6 +9,8 @@ mod support;
 mod accounts;
 /// The catalogue of malformed and irrelevant events in tests/bad-events/, each with zero calls.
 mod bad_input;
+/// AWS's eventual consistency waited out; an interface stuck on the interim group closed there.
+mod consistency;
 /// A tagged instance, contained by the Lambda handler, with every step checked in the account.
 mod containment;
 /// The deny on the original role for the credentials already issued, read back as documents.

@@ -5,7 +5,7 @@ use ec2_quarantine::report::{Status, Step};
 use crate::containment::{contain, contain_with, trigger_event};
 use crate::support::faults::{Faults, Gate};
 use crate::support::scenario::{Options, Scenario};
-use crate::support::{recorded_clients, with_faults, CallLog, InterfaceChange};
+use crate::support::{arranging_clients, recorded_clients, with_faults, CallLog, InterfaceChange};
 
 fn two_interfaces() -> Options {
     Options {
@@ -192,7 +192,7 @@ async fn without_an_interim_group_the_cut_goes_straight_to_isolation_and_says_wh
     let s = Scenario::build(two_interfaces()).await;
     // The isolation group exists; the interim group cannot be created.
     let group = create_or_adopt(
-        &recorded_clients(&s.account.sdk, &CallLog::default()),
+        &arranging_clients(&s.account.sdk),
         &s.isolation_group_name,
         &s.vpc_id,
     )
@@ -402,7 +402,7 @@ async fn responder_access_is_the_isolation_groups_only_rule_and_nothing_else_sur
     let s = Scenario::build(Options::default()).await;
     // A group someone opened wider than the responders' access.
     let group = create_or_adopt(
-        &recorded_clients(&s.account.sdk, &CallLog::default()),
+        &arranging_clients(&s.account.sdk),
         &s.isolation_group_name,
         &s.vpc_id,
     )

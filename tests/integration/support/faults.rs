@@ -223,7 +223,7 @@ struct FaultConnector {
 
 /// The operation a request calls: the JSON protocols name it in `X-Amz-Target`, the query
 /// protocols (EC2, Auto Scaling, ELB, IAM) in the form body's `Action`.
-fn operation_of(request: &HttpRequest) -> String {
+pub(super) fn operation_of(request: &HttpRequest) -> String {
     if let Some(target) = request.headers().get("x-amz-target") {
         return target.rsplit('.').next().unwrap_or(target).to_owned();
     }
@@ -236,7 +236,7 @@ fn operation_of(request: &HttpRequest) -> String {
 }
 
 /// The error body each protocol's parser expects.
-fn error_response(request: &HttpRequest, status: u16, code: &str) -> HttpResponse {
+pub(super) fn error_response(request: &HttpRequest, status: u16, code: &str) -> HttpResponse {
     let message = format!("injected {code}");
     let body_text =
         String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).into_owned();

@@ -2,6 +2,7 @@
 //! starts, a record of the calls the function makes, and scenarios (a small account built per
 //! test, with its own VPC and names so that tests can run in parallel on one emulator).
 
+pub mod aws_like;
 pub mod faults;
 pub mod scenario;
 
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
+use aws_like::{AwsLike, Behaviour};
 use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::operation::modify_network_interface_attribute::ModifyNetworkInterfaceAttributeInput;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthInput;
@@ -284,8 +286,29 @@ pub fn recorded_interface_groups(
         .collect()
 }
 
-/// The clients the function under test uses, each recording its calls in `log`.
+/// The clients the function under test uses, each recording its calls in `log`, over the
+/// AWS-behaviour layer as AWS behaves by default.
 pub fn recorded_clients(sdk: &SdkConfig, log: &CallLog) -> Clients {
+    recorded_clients_as(sdk, log, &AwsLike::new(Behaviour::default()))
+}
+
+/// Clients that arrange the account before the function runs, with the function's own code: what
+/// they create has long been visible when the test starts, as in an account where it was made
+/// before the incident.
+pub fn arranging_clients(sdk: &SdkConfig) -> Clients {
+    recorded_clients_as(
+        sdk,
+        &CallLog::default(),
+        &AwsLike::new(Behaviour::emulator_as_is()),
+    )
+}
+
+/// The same, over the AWS-behaviour layer `aws`.
+pub fn recorded_clients_as(sdk: &SdkConfig, log: &CallLog, aws: &AwsLike) -> Clients {
+    let http = sdk
+        .http_client()
+        .expect("the tests' SDK configuration has an HTTP client");
+    let sdk = &sdk.to_builder().http_client(aws.wrap(http)).build();
     Clients {
         ec2: aws_sdk_ec2::Client::from_conf(
             aws_sdk_ec2::config::Builder::from(sdk)
