@@ -170,7 +170,7 @@ def test_the_function_assumes_the_member_role_by_the_arn_the_member_stack_gives_
     assert not _glob(allowed, f"arn:aws:iam::{MEMBER}:role/{name}"), "only under the path"
 
     # The guard policy exempts the member role as it does the function role.
-    guard = json.loads((REPO / "policies" / "guard-scp.json").read_text())
+    guard = json.loads((REPO / "policies" / "guard-scp-containment.json").read_text())
     exempt = guard["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     assert any(_glob(p, member_role_arn) for p in exempt)
 
@@ -222,7 +222,7 @@ def test_the_release_function_assumes_the_member_release_role_by_the_arn_the_mem
     assert release_fn_name != function(template)[0]
 
     # The guard policy exempts the member release role as it does the release function's role.
-    guard = json.loads((REPO / "policies" / "guard-scp.json").read_text())
+    guard = json.loads((REPO / "policies" / "guard-scp-containment.json").read_text())
     exempt = guard["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     assert any(_glob(p, release_role_arn) for p in exempt)
     # And the member stack's own denies keep both member roles' policies out of reach.
