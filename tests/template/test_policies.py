@@ -24,6 +24,7 @@ from template_helpers import (
     function_role,
     parameter_defaults,
     release_function,
+    render_sub,
     role_statements,
     sample_value,
     service_authorization_data,
@@ -97,7 +98,8 @@ class Request:
             ctx[k] = v if isinstance(v, list) else [v]
         for k, v in self.resource_tags.items():
             ctx[f"aws:ResourceTag/{k}"] = [v]
-        if self.request_tags is not None and not self.delete_all_tags:
+        # An empty tag list puts no aws:TagKeys in the context (as IAM treats a missing key).
+        if self.request_tags and not self.delete_all_tags:
             ctx["aws:TagKeys"] = list(self.request_tags)
             for k, v in self.request_tags.items():
                 if v is not None:
@@ -588,3 +590,90 @@ def test_tag_setter_grants_only_create_tags(tag_setter):
         assert s["Action"] in ("ec2:CreateTags", ["ec2:CreateTags"])
         for r in s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]:
             assert r.endswith(":instance/*"), r
+
+
+# ---------------------------------------------------------------------------------------
+# the function roles, through the evaluator (issue 13)
+# ---------------------------------------------------------------------------------------
+CONTAINED_MARKS = {"ec2-quarantine:status": "contained", "ec2-quarantine:incident": "i-0123456789abcdef0/2026-01-01"}
+
+
+@pytest.mark.parametrize("resource", [INSTANCE, ENI, VOLUME], ids=["instance", "interface", "volume"])
+def test_the_containment_role_marks_instances_interfaces_and_volumes_with_its_own_keys_only(template, resource):
+    policy = _function_role_policy(template)
+    for status in ("contained", "partial", "not-contained"):
+        marks = {**CONTAINED_MARKS, "ec2-quarantine:status": status}
+        assert allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", resource, {}, marks)), status
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", resource, {}, {"Quarantine": "true"}))
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", resource, {}, {**CONTAINED_MARKS, "Owner": "x"}))
+    # No keys at all: ForAllValues alone would hold; the Null guard refuses it.
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", resource, {}, {}))
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:DeleteTags", resource, {}, {"ec2-quarantine:status": None}))
+
+
+def test_the_containment_role_tags_security_groups_only_as_it_creates_them(template):
+    policy = _function_role_policy(template)
+    role_tag = {"ec2-quarantine:role": "isolation"}
+    on_create = {"ec2:CreateAction": "CreateSecurityGroup"}
+    assert allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", SG, {}, role_tag, keys=on_create))
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", SG, {}, role_tag)), "an existing group"
+    assert not allowed_by(
+        policy, Request(RESPONDER, "ec2:CreateTags", SG, {}, role_tag, keys={"ec2:CreateAction": "RunInstances"})
+    )
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", SG, {}, {"Name": "x"}, keys=on_create))
+    # Snapshots stay tagged at creation only, as before.
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:CreateTags", SNAPSHOT, {}, {"ec2-quarantine:instance-id": "i-1"}))
+
+
+PROTECTION_ATTRIBUTES = ["disableApiTermination", "disableApiStop", "instanceInitiatedShutdownBehavior", "blockDeviceMapping"]
+
+
+@pytest.mark.parametrize("resource", [INSTANCE, VOLUME], ids=["instance", "volume"])
+def test_the_containment_role_modifies_only_the_protection_attributes_where_aws_names_the_attribute(template, resource):
+    policy = _function_role_policy(template)
+    for attribute in PROTECTION_ATTRIBUTES:
+        assert allowed_by(policy, Request(RESPONDER, "ec2:ModifyInstanceAttribute", resource, keys={"ec2:Attribute": attribute}))
+    for attribute in ("userData", "instanceType", "groupSet", "sourceDestCheck", "kernel", "enaSupport"):
+        assert not allowed_by(
+            policy, Request(RESPONDER, "ec2:ModifyInstanceAttribute", resource, keys={"ec2:Attribute": attribute})
+        ), attribute
+    # Without the key (where AWS does not supply it) the protection step must still work.
+    assert allowed_by(policy, Request(RESPONDER, "ec2:ModifyInstanceAttribute", resource))
+    # And never on a security group: Groups is not an attribute the function sets.
+    assert not allowed_by(policy, Request(RESPONDER, "ec2:ModifyInstanceAttribute", SG))
+
+
+@pytest.mark.parametrize("resource", [INSTANCE, ENI, VOLUME], ids=["instance", "interface", "volume"])
+def test_the_release_role_moves_the_marks_to_released(template, resource):
+    policy = _role_policy(template, function_role(template, release_function(template)[1])[1])
+    assert allowed_by(policy, Request(RELEASER, "ec2:CreateTags", resource, CONTAINED_MARKS, {"ec2-quarantine:status": "released"}))
+    assert allowed_by(policy, Request(RELEASER, "ec2:DeleteTags", resource, CONTAINED_MARKS, {"ec2-quarantine:changes": None}))
+    assert not allowed_by(policy, Request(RELEASER, "ec2:DeleteTags", resource, CONTAINED_MARKS, {}, delete_all_tags=True))
+    assert not allowed_by(policy, Request(RELEASER, "ec2:DeleteTags", resource, QUARANTINED, {"Quarantine": None}))
+
+
+def _assumption_policy(template, name: str, **parameters: str) -> dict:
+    values = {**parameter_defaults(template), "MemberRoleName": "ec2-quarantine-member", **parameters}
+    doc = template["Resources"][name]["Properties"]["PolicyDocument"]
+    statements = []
+    for st in doc["Statement"]:
+        st = _resolve(template, st, values)
+        resource = render_sub(st["Resource"], {"AWS::Partition": "aws", **values})
+        st = json.loads(json.dumps(st).replace('{"Ref": "OrganizationId"}', json.dumps(values["OrganizationId"])))
+        statements.append({**st, "Resource": resource})
+    return {"Statement": statements}
+
+
+@pytest.mark.parametrize(
+    "policy_name,role", [("MemberRoleAssumption", "ec2-quarantine-member"), ("MemberReleaseRoleAssumption", "ec2-quarantine-member-release")]
+)
+def test_member_roles_are_assumed_only_inside_the_organization_when_one_is_given(template, policy_name, role):
+    member_role = f"arn:aws:iam::210987654321:role/ec2-quarantine/{role}"
+    ours, theirs = {"aws:ResourceOrgID": "o-abcdefghij"}, {"aws:ResourceOrgID": "o-zzzzzzzzzz"}
+    scoped = _assumption_policy(template, policy_name, OrganizationId="o-abcdefghij")
+    assert allowed_by(scoped, Request(RESPONDER, "sts:AssumeRole", member_role, keys=ours))
+    assert not allowed_by(scoped, Request(RESPONDER, "sts:AssumeRole", member_role, keys=theirs))
+    assert not allowed_by(scoped, Request(RESPONDER, "sts:AssumeRole", member_role)), "an account outside any organization"
+    # Without OrganizationId (member accounts listed by id), the path and name alone.
+    unscoped = _assumption_policy(template, policy_name)
+    assert allowed_by(unscoped, Request(RESPONDER, "sts:AssumeRole", member_role))
