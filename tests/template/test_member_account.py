@@ -19,6 +19,7 @@ from template_helpers import (
     getatt,
     ref,
     release_function,
+    load_template,
     render_sub,
     resources_of_type,
     role_statements,
@@ -287,9 +288,34 @@ def test_snapshot_completions_are_forwarded_too():
     assert pattern == {
         "$or": [
             {"source": ["aws.ec2"], "detail-type": ["EBS Multi-Volume Snapshots Completion Status"]},
-            {"source": ["aws.ebs"], "detail-type": ["EBS Snapshot Notification"]},
+            # EBS sends snapshot notifications as aws.ec2 (EBS user guide, "EventBridge for
+            # Amazon EBS"); aws.ebs would forward nothing.
+            {"source": ["aws.ec2"], "detail-type": ["EBS Snapshot Notification"]},
         ]
     }
+    # The security account's copy rule, which these forwarded events must reach, agrees.
+    security = load_template()
+    copy = security["Resources"]["SnapshotCopyCompletedRule"]["Properties"]["EventPattern"]
+    assert {"source": copy["source"], "detail-type": copy["detail-type"]} in pattern["$or"]
+
+
+def test_every_message_of_the_member_dead_letter_queue_is_alarmed():
+    member = load_member()
+    alarms = [r for r in member["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    (alarm,) = alarms
+    p = alarm["Properties"]
+    assert p["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ForwardDeadLetterQueue", "QueueName"]}}]
+    assert (p["Namespace"], p["MetricName"], p["Statistic"], p["Period"]) == ("AWS/SQS", "NumberOfMessagesSent", "Sum", 60)
+    assert (p["ComparisonOperator"], p["Threshold"], p["TreatMissingData"]) == ("GreaterThanOrEqualToThreshold", 1, "notBreaching")
+    # Optional action: the alarm exists either way.
+    assert p["AlarmActions"] == {"Fn::If": ["HasAlarmAction", [{"Ref": "AlarmActionArn"}], {"Ref": "AWS::NoValue"}]}
+    assert member["Parameters"]["AlarmActionArn"]["Default"] == ""
+
+
+def test_the_forwarding_rules_have_names_the_guard_protects():
+    member = load_member()
+    for name in ("ForwardQuarantineTagRule", "ForwardSnapshotEventsRule"):
+        assert member["Resources"][name]["Properties"]["Name"].startswith("ec2-quarantine-"), name
 
 
 def test_forwarding_targets_the_security_bus_with_a_role_that_can_only_put_there():

@@ -492,9 +492,14 @@ def test_failure_queue_and_dlq_have_alarms(template):
     alarmed = set()
     for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
         p = alarm["Properties"]
-        if p.get("Namespace") != "AWS/SQS" or p.get("MetricName") != "ApproximateNumberOfMessagesVisible":
+        # Messages sent per period, not messages visible: a queue still holding the first
+        # failure would keep a "visible" alarm in ALARM and silence every later one (issue 13).
+        assert p.get("MetricName") != "ApproximateNumberOfMessagesVisible"
+        if p.get("Namespace") != "AWS/SQS" or p.get("MetricName") != "NumberOfMessagesSent":
             continue
-        assert p["ComparisonOperator"] == "GreaterThanThreshold" and p["Threshold"] == 0
+        assert p["Statistic"] == "Sum" and p["Period"] == 60 and p["EvaluationPeriods"] == 1
+        assert p["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and p["Threshold"] == 1
+        assert p["TreatMissingData"] == "notBreaching", "a quiet minute returns the alarm to OK, ready for the next"
         (dim,) = p["Dimensions"]
         assert dim["Name"] == "QueueName"
         alarmed.add(getatt(dim["Value"])[0] if getatt(dim["Value"]) and getatt(dim["Value"])[1] == "QueueName" else None)
