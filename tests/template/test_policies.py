@@ -677,3 +677,87 @@ def test_member_roles_are_assumed_only_inside_the_organization_when_one_is_given
     # Without OrganizationId (member accounts listed by id), the path and name alone.
     unscoped = _assumption_policy(template, policy_name)
     assert allowed_by(unscoped, Request(RESPONDER, "sts:AssumeRole", member_role))
+
+
+# ---------------------------------------------------------------------------------------
+# the incident table and the notification topic (issue 13)
+# ---------------------------------------------------------------------------------------
+TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/ec2-quarantine-IncidentTable-ABC123"
+RECORD_WRITES = [
+    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete",
+]
+
+
+def _table_policy(template) -> dict:
+    doc = template["Resources"]["IncidentTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]
+    variables = {"AWS::Partition": "aws", "AWS::AccountId": ACCOUNT}
+    return json.loads(
+        json.dumps(doc).replace(
+            json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/ec2-quarantine/*"}),
+            json.dumps(render_sub({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/ec2-quarantine/*"}, variables)),
+        )
+    )
+
+
+def test_only_the_two_function_roles_write_incident_records(template):
+    policy = _table_policy(template)
+    assert all(s["Principal"] == "*" for s in policy["Statement"])
+    release_role = sample_value(template, {"Fn::GetAtt": [function_role(template, release_function(template)[1])[0], "Arn"]})
+    contain_role = sample_value(template, {"Fn::GetAtt": [function_role(template)[0], "Arn"]})
+    for action in RECORD_WRITES:
+        for writer in (ADMIN, OTHER_ROLE, BREAK_GLASS, f"arn:aws:iam::{ACCOUNT}:user/alice",
+                       "arn:aws:iam::210987654321:role/ec2-quarantine/ec2-quarantine-member"):
+            assert denied_by(policy, Request(writer, action, TABLE)), (writer, action)
+        for function_writer in (contain_role, release_role):
+            assert not denied_by(policy, Request(function_writer, action, TABLE)), (function_writer, action)
+    # Reads and the control plane stay with IAM: responders read records, and CloudFormation
+    # (as whoever deploys) can still update the table and this very policy.
+    for action in ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:PutResourcePolicy",
+                   "dynamodb:UpdateTable", "dynamodb:DescribeTable"):
+        assert not denied_by(policy, Request(ADMIN, action, TABLE)), action
+    sar = service_authorization_data()
+    for action in RECORD_WRITES:
+        assert "table" in sar["dynamodb"]["Actions"][action.split(":")[1].lower()]["Resources"], action
+
+
+def test_the_notification_topic_is_encrypted_with_a_key_the_alarms_can_use(template):
+    topic = template["Resources"]["NotificationTopic"]["Properties"]
+    key_expr = {"Fn::If": ["CreateNotificationKey", {"Fn::GetAtt": ["NotificationKey", "Arn"]}, {"Ref": "NotificationKmsKeyArn"}]}
+    assert topic["KmsMasterKeyId"] == key_expr
+    assert template["Parameters"]["NotificationKmsKeyArn"]["Default"] == ""
+    # The AWS managed key cannot admit CloudWatch alarms: refused at deploy time.
+    pattern = template["Parameters"]["NotificationKmsKeyArn"]["AllowedPattern"]
+    assert not re.fullmatch(pattern, "alias/aws/sns")
+    assert re.fullmatch(pattern, "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    key = template["Resources"]["NotificationKey"]
+    assert key["Condition"] == "CreateNotificationKey" and key["Properties"]["EnableKeyRotation"] is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    alarms = {"Statement": [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]}
+    alarms = json.loads(json.dumps(alarms).replace('{"Ref": "AWS::AccountId"}', json.dumps(ACCOUNT)))
+    here, elsewhere = {"aws:SourceAccount": ACCOUNT}, {"aws:SourceAccount": "210987654321"}
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert allowed_by(alarms, Request("cloudwatch.amazonaws.com", action, "*", keys=here)), action
+        assert not allowed_by(alarms, Request("cloudwatch.amazonaws.com", action, "*", keys=elsewhere)), action
+    assert not allowed_by(alarms, Request("cloudwatch.amazonaws.com", "kms:Encrypt", "*", keys=here))
+    # The destination publishes as the function's role: the key, through SNS only.
+    use = template["Resources"]["NotificationKeyUse"]["Properties"]
+    assert use["Roles"] == [{"Ref": function_role(template)[0]}]
+    (st,) = use["PolicyDocument"]["Statement"]
+    assert st["Resource"] == key_expr
+    st = {**st, "Resource": "arn:aws:kms:us-east-1:123456789012:key/k", "Condition": {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}}}
+    policy = {"Statement": [st]}
+    via_sns = {"kms:ViaService": "sns.us-east-1.amazonaws.com"}
+    assert allowed_by(policy, Request(RESPONDER, "kms:GenerateDataKey", st["Resource"], keys=via_sns))
+    assert not allowed_by(policy, Request(RESPONDER, "kms:Decrypt", st["Resource"])), "not outside SNS"
+    assert render_sub(use["PolicyDocument"]["Statement"][0]["Condition"]["StringEquals"]["kms:ViaService"], {"AWS::Region": REGION}) == "sns.us-east-1.amazonaws.com"
+
+
+def test_log_groups_take_an_optional_key(template):
+    assert template["Parameters"]["LogsKmsKeyArn"]["Default"] == ""
+    for name in ("QuarantineFunctionLogGroup", "ReleaseFunctionLogGroup"):
+        props = template["Resources"][name]["Properties"]
+        assert props["KmsKeyId"] == {"Fn::If": ["LogsKmsKeyOn", {"Ref": "LogsKmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+        assert _resolve(template, props, {**parameter_defaults(template)}).get("KmsKeyId") is None
+        key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        assert _resolve(template, props, {**parameter_defaults(template), "LogsKmsKeyArn": key})["KmsKeyId"] == {"Ref": "LogsKmsKeyArn"}
