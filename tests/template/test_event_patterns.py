@@ -55,6 +55,7 @@ EXPECTED = {
     "guardduty-instance-high.json": GUARDDUTY_RULE,
     "guardduty-instance-low.json": False,
     "guardduty-s3-finding.json": False,
+    "guardduty-sample-finding.json": False,
     "ebs-create-snapshots-succeeded.json": SET_RULE,
     "ebs-create-snapshots-failed.json": SET_RULE,
     "ebs-copy-snapshot-succeeded.json": COPY_RULE,
@@ -236,8 +237,24 @@ def _finding(severity, resource_type="Instance") -> dict:
 _GD = {
     "source": ["aws.guardduty"],
     "detail-type": ["GuardDuty Finding"],
-    "detail": {"resource": {"resourceType": ["Instance"]}, "severity": [{"numeric": [">=", 7]}]},
+    "detail": {
+        "resource": {"resourceType": ["Instance"]},
+        "severity": [{"numeric": [">=", 7]}],
+        # Sample findings carry service.additionalInfo.sample = true; real ones lack it.
+        "service": {"additionalInfo": {"sample": [False, {"exists": False}]}},
+    },
 }
+
+
+def _with_additional_info(event: dict, info) -> dict:
+    """`event` with detail.service.additionalInfo set to `info` (dropped when None)."""
+    event = json.loads(json.dumps(event))
+    service = event["detail"].setdefault("service", {"serviceName": "guardduty"})
+    if info is None:
+        service.pop("additionalInfo", None)
+    else:
+        service["additionalInfo"] = info
+    return event
 _GD_DECIMAL = {"source": ["aws.guardduty"], "detail": {"severity": [{"numeric": [">=", 5.5]}]}}
 
 SEMANTICS = [
@@ -269,6 +286,13 @@ SEMANTICS = [
     ("decimal threshold, below it", _GD_DECIMAL, _finding(5.4), False),
     ("nested resourceType differs", _GD, _finding(8, "S3Bucket"), False),
     ("nested resourceType differs only in case", _GD, _finding(8, "instance"), False),
+    # exists: false matches a field that is absent, however deep; a sample finding never.
+    ("no service object at all", _GD, _finding(8), True),
+    ("service without additionalInfo", _GD, _with_additional_info(_finding(8), None), True),
+    ("additionalInfo without sample", _GD, _with_additional_info(_finding(8), {"value": "{}", "type": "default"}), True),
+    ("sample false", _GD, _with_additional_info(_finding(8), {"sample": False}), True),
+    ("sample finding", _GD, _with_additional_info(_finding(8), {"sample": True, "value": '{"sample":true}', "type": "default"}), False),
+    ("sample finding, low severity", _GD, _with_additional_info(_finding(2), {"sample": True}), False),
 ]
 
 

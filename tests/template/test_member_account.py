@@ -19,6 +19,7 @@ from template_helpers import (
     getatt,
     ref,
     release_function,
+    load_template,
     render_sub,
     resources_of_type,
     role_statements,
@@ -170,7 +171,7 @@ def test_the_function_assumes_the_member_role_by_the_arn_the_member_stack_gives_
     assert not _glob(allowed, f"arn:aws:iam::{MEMBER}:role/{name}"), "only under the path"
 
     # The guard policy exempts the member role as it does the function role.
-    guard = json.loads((REPO / "policies" / "guard-scp.json").read_text())
+    guard = json.loads((REPO / "policies" / "guard-scp-containment.json").read_text())
     exempt = guard["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     assert any(_glob(p, member_role_arn) for p in exempt)
 
@@ -222,12 +223,12 @@ def test_the_release_function_assumes_the_member_release_role_by_the_arn_the_mem
     assert release_fn_name != function(template)[0]
 
     # The guard policy exempts the member release role as it does the release function's role.
-    guard = json.loads((REPO / "policies" / "guard-scp.json").read_text())
+    guard = json.loads((REPO / "policies" / "guard-scp-containment.json").read_text())
     exempt = guard["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     assert any(_glob(p, release_role_arn) for p in exempt)
     # And the member stack's own denies keep both member roles' policies out of reach.
     for holder in ("MemberRole", "MemberReleaseRole"):
-        (deny,) = [s for s in role_statements(member["Resources"][holder]) if s["Effect"] == "Deny"]
+        (deny,) = [s for s in role_statements(member["Resources"][holder]) if s.get("Sid") == "NeverTouchOwnOrIsolationRole"]
         denied = [
             render_sub(r, {"AWS::Partition": "aws", "AWS::AccountId": MEMBER})
             for r in as_list(deny["Resource"])
@@ -287,9 +288,34 @@ def test_snapshot_completions_are_forwarded_too():
     assert pattern == {
         "$or": [
             {"source": ["aws.ec2"], "detail-type": ["EBS Multi-Volume Snapshots Completion Status"]},
-            {"source": ["aws.ebs"], "detail-type": ["EBS Snapshot Notification"]},
+            # EBS sends snapshot notifications as aws.ec2 (EBS user guide, "EventBridge for
+            # Amazon EBS"); aws.ebs would forward nothing.
+            {"source": ["aws.ec2"], "detail-type": ["EBS Snapshot Notification"]},
         ]
     }
+    # The security account's copy rule, which these forwarded events must reach, agrees.
+    security = load_template()
+    copy = security["Resources"]["SnapshotCopyCompletedRule"]["Properties"]["EventPattern"]
+    assert {"source": copy["source"], "detail-type": copy["detail-type"]} in pattern["$or"]
+
+
+def test_every_message_of_the_member_dead_letter_queue_is_alarmed():
+    member = load_member()
+    alarms = [r for r in member["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    (alarm,) = alarms
+    p = alarm["Properties"]
+    assert p["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ForwardDeadLetterQueue", "QueueName"]}}]
+    assert (p["Namespace"], p["MetricName"], p["Statistic"], p["Period"]) == ("AWS/SQS", "NumberOfMessagesSent", "Sum", 60)
+    assert (p["ComparisonOperator"], p["Threshold"], p["TreatMissingData"]) == ("GreaterThanOrEqualToThreshold", 1, "notBreaching")
+    # Optional action: the alarm exists either way.
+    assert p["AlarmActions"] == {"Fn::If": ["HasAlarmAction", [{"Ref": "AlarmActionArn"}], {"Ref": "AWS::NoValue"}]}
+    assert member["Parameters"]["AlarmActionArn"]["Default"] == ""
+
+
+def test_the_forwarding_rules_have_names_the_guard_protects():
+    member = load_member()
+    for name in ("ForwardQuarantineTagRule", "ForwardSnapshotEventsRule"):
+        assert member["Resources"][name]["Properties"]["Name"].startswith("ec2-quarantine-"), name
 
 
 def test_forwarding_targets_the_security_bus_with_a_role_that_can_only_put_there():

@@ -141,7 +141,12 @@ def test_the_release_role_assumes_member_roles_only_in_a_policy_of_its_own_with_
     assert policy["Condition"] == "MemberRoleSet"
     assert [ref(r) for r in policy["Properties"]["Roles"]] == [name]
     statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
-    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
+    # The one condition: with OrganizationId, only roles of that organization.
+    assert all(s["Effect"] == "Allow" for s in statements)
+    assert all(
+        s["Condition"] == {"Fn::If": ["OrganizationIdSet", {"StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}}, {"Ref": "AWS::NoValue"}]}
+        for s in statements
+    )
     assert {a for s in statements for a in as_list(s["Action"])} == RELEASE_MEMBER_ACTIONS
     # Only the member release role under the guarded path, in any account (which one, the record says).
     (s,) = statements
@@ -199,7 +204,9 @@ def test_the_release_role_writes_only_its_own_tag_keys(template):
     for s in tagging:
         assert s["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["ec2-quarantine:*"]
         assert s["Condition"]["Null"]["aws:TagKeys"] == "false", "DeleteTags without keys deletes every tag"
-        assert all(":instance/" in sample_value(template, r) for r in as_list(s["Resource"]))
+        # The instance and its interfaces and volumes: their marks move to released.
+        kinds = {sample_value(template, r).split(":")[5].split("/")[0] for r in as_list(s["Resource"])}
+        assert kinds == {"instance", "network-interface", "volume"}, kinds
 
 
 def test_the_containment_role_still_cannot_release(template):
