@@ -305,11 +305,13 @@ fn tag_value(variable: &'static str, value: String) -> Result<String, ConfigErro
 
 fn group_name(name: String) -> Result<String, ConfigError> {
     let variable = ISOLATION_SECURITY_GROUP_NAME;
-    if name.is_empty() || name.len() > 255 {
+    // EC2 allows 255; the interim and the VPC-named groups add up to 30 (`-interim-vpc-` and
+    // 17 hex digits).
+    if name.is_empty() || name.len() > 225 {
         return Err(invalid(
             variable,
             &name,
-            "a group name has 1 to 255 characters",
+            "a group name has 1 to 225 characters",
         ));
     }
     if name.starts_with("sg-") {

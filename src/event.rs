@@ -429,12 +429,20 @@ fn guardduty(event: EventBridgeEvent<Value>, trigger: &Trigger) -> Result<Reques
             ],
         )?;
     }
+    // `CreateSampleFindings` (the console's "Generate sample findings") marks its findings so;
+    // the rule drops them too, and a sample never contains anything.
+    let sample = event.detail.pointer("/service/additionalInfo/sample") == Some(&Value::Bool(true));
     let finding: Finding = serde_json::from_value(event.detail)
         .map_err(|e| EventError::MalformedFinding(e.to_string()))?;
     let described = format!(
         "GuardDuty finding {} (severity {}, id {})",
         finding.finding_type, finding.severity, finding.id
     );
+    if sample {
+        return Ok(ignore(format!(
+            "{described} is a sample finding (service.additionalInfo.sample), not a real one"
+        )));
+    }
     if finding.resource.resource_type != "Instance" {
         return Ok(ignore(format!(
             "{described} is about a resource of type {}, not an EC2 instance",
@@ -546,6 +554,23 @@ mod tests {
             value: "true".into(),
             guardduty_min_severity: 7.0,
         }
+    }
+
+    #[test]
+    fn a_sample_finding_is_ignored_however_severe() {
+        let mut sample = finding(json!(8), instance_resource());
+        sample["detail"]["service"] = json!({"additionalInfo": {"sample": true}});
+        let request = Request::from_value(sample, &trigger()).unwrap();
+        assert!(
+            matches!(&request, Request::Ignore { reason } if reason.contains("is a sample finding")),
+            "{request:?}"
+        );
+        let mut real = finding(json!(8), instance_resource());
+        real["detail"]["service"] = json!({"additionalInfo": {"sample": false}});
+        assert!(matches!(
+            Request::from_value(real, &trigger()).unwrap(),
+            Request::Contain(_)
+        ));
     }
 
     fn finding(severity: Value, resource: Value) -> Value {

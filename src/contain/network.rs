@@ -12,10 +12,13 @@
 //! Accepts any state but terminated: interfaces of a stopped instance are moved too, so that it
 //! comes back isolated if someone starts it.
 //!
-//! Idempotent: the groups are looked up by name in each VPC before they are created, and one
-//! invocation ensures each VPC's groups once, however many of its instances sit there. A
-//! concurrent invocation that wins the create makes ours fail with `InvalidGroup.Duplicate`;
-//! we then adopt the winner's group, so a VPC always ends with exactly one of each. Interfaces
+//! Idempotent: the groups are looked up by their `ec2-quarantine:role` tag in each VPC before
+//! they are created, and one invocation ensures each VPC's groups once, however many of its
+//! instances sit there. Only a group the function created is used: it may tag a group only as it
+//! creates it, so a group of that name made by someone else is passed over and the group is
+//! created as `<name>-<vpc id>` instead ([`candidate_names`]). A concurrent invocation that wins
+//! the create makes ours fail with `InvalidGroup.Duplicate`; we then adopt the winner's group,
+//! so a VPC always ends with exactly one of each. Interfaces
 //! are set per interface with `ModifyNetworkInterfaceAttribute`, never with
 //! `ModifyInstanceAttribute Groups`, which fails on instances with more than one interface.
 
@@ -142,37 +145,35 @@ impl IsolationGroups {
         }
     }
 
-    /// Looks the groups up in every VPC at once. Safe to call from every instance's task: the
-    /// first call does the work and the others wait for its answer.
+    /// Looks our groups up in every VPC at once, by their role tag. Safe to call from every
+    /// instance's task: the first call does the work and the others wait for its answer.
     pub async fn prefetch(&self, clients: &Clients) {
         self.by_name
             .get_or_init(|| async {
-                let mut names = vec![self.isolation.name.clone()];
-                names.extend(self.interim.as_ref().map(|k| k.name.clone()));
+                let mut roles = vec![Role::Isolation.tag_value().to_owned()];
+                if self.interim.is_some() {
+                    roles.push(Role::Interim.tag_value().to_owned());
+                }
                 let filter = Filter::builder()
-                    .name("group-name")
-                    .set_values(Some(names))
+                    .name(format!("tag:{}", tags::ROLE))
+                    .set_values(Some(roles))
                     .build();
                 let groups = describe_groups(clients, vec![filter]).await?;
-                Ok(groups
-                    .into_iter()
-                    .filter_map(|g| {
-                        let role = self.role_of_name(g.group_name()?)?;
-                        Some(((role, g.vpc_id()?.to_owned()), g))
-                    })
-                    .collect())
+                let mut by_vpc = HashMap::new();
+                for role in [Role::Isolation, Role::Interim] {
+                    let Some(kind) = self.kind(role) else {
+                        continue;
+                    };
+                    let vpcs: BTreeSet<&str> = groups.iter().filter_map(|g| g.vpc_id()).collect();
+                    for vpc_id in vpcs {
+                        if let Some(group) = ours(&groups, &kind.name, role, vpc_id) {
+                            by_vpc.insert((role, vpc_id.to_owned()), group.clone());
+                        }
+                    }
+                }
+                Ok(by_vpc)
             })
             .await;
-    }
-
-    fn role_of_name(&self, name: &str) -> Option<Role> {
-        if name == self.isolation.name {
-            Some(Role::Isolation)
-        } else if self.interim.as_ref().is_some_and(|k| k.name == name) {
-            Some(Role::Interim)
-        } else {
-            None
-        }
     }
 
     /// Whether `groups` is exactly one of our groups in `vpc_id`, as the prefetch found them:
@@ -280,14 +281,17 @@ impl IsolationGroups {
         let known = match self.by_name.get() {
             Some(Ok(by_vpc)) => by_vpc.get(&(role, vpc_id.to_owned())).cloned(),
             // The shared lookup failed (a transient error); ask again for this VPC alone.
-            _ => find(clients, &kind.name, vpc_id).await?,
+            _ => {
+                let names = candidate_names(&kind.name, vpc_id).to_vec();
+                let found = describe_groups(clients, by_names(names, vpc_id)).await?;
+                ours(&found, &kind.name, role, vpc_id).cloned()
+            }
         };
         let (group, created) = match known {
             Some(group) => (group, false),
             None => create_or_adopt_as(clients, &kind.name, vpc_id, role).await?,
         };
         let group_id = group.group_id().unwrap_or_default().to_owned();
-        let tagged = tag_with_role(clients, &group, role).await?;
         // A group just created has the rules AWS gives every new group, so its rules are set
         // from that without reading it first, and read back beside the moves ([`Self::verify`]).
         let (removed, added) = if created {
@@ -310,10 +314,7 @@ impl IsolationGroups {
         if role == Role::Interim {
             detail = format!("interim {detail}");
         }
-        if tagged && !created {
-            detail.push_str(&format!(" (tagged {}={})", tags::ROLE, role.tag_value()));
-        }
-        let result = if created || tagged || removed > 0 || added > 0 {
+        let result = if created || removed > 0 || added > 0 {
             StepResult::done(detail)
         } else {
             StepResult::unchanged(detail)
@@ -327,8 +328,8 @@ impl IsolationGroups {
     }
 }
 
-// The function's role may only write `ec2-quarantine:` keys, and may only change rules and move
-// interfaces onto a group that carries this tag: no `Name` tag, and the tag comes first.
+// The function's role may tag a security group only as it creates it, with `ec2-quarantine:`
+// keys only, and may only change rules and move interfaces onto a group that carries this tag.
 fn role_tag(role: Role) -> Tag {
     Tag::builder()
         .key(tags::ROLE)
@@ -343,29 +344,40 @@ fn is_tagged(group: &SecurityGroup, role: Role) -> bool {
         .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(role.tag_value()))
 }
 
-/// A group of the right name made by hand lacks the role tag; the guard policy and the
-/// function's own permissions key on it, so it is added before anything else.
-async fn tag_with_role(
-    clients: &Clients,
-    group: &SecurityGroup,
-    role: Role,
-) -> Result<bool, AwsError> {
-    if is_tagged(group, role) {
-        return Ok(false);
-    }
-    clients
-        .ec2
-        .create_tags()
-        .resources(group.group_id().unwrap_or_default())
-        .tags(role_tag(role))
-        .send()
-        .await
-        .map_err(aws_err("CreateTags"))?;
-    Ok(true)
+/// The names a group of kind `name` may have in `vpc_id`, in the order they are tried: its own,
+/// then one that names the VPC, for when a group ec2-quarantine did not create holds the first
+/// (it is never adopted: the function may tag a group only as it creates it).
+pub fn candidate_names(name: &str, vpc_id: &str) -> [String; 2] {
+    [name.to_owned(), format!("{name}-{vpc_id}")]
 }
 
-fn name_filter(name: &str) -> Filter {
-    Filter::builder().name("group-name").values(name).build()
+/// Pure: our group for `role` in `vpc_id` among `groups`: tagged with the role, with one of its
+/// candidate names, the first name first.
+fn ours<'a>(
+    groups: &'a [SecurityGroup],
+    name: &str,
+    role: Role,
+    vpc_id: &str,
+) -> Option<&'a SecurityGroup> {
+    candidate_names(name, vpc_id)
+        .into_iter()
+        .find_map(|candidate| {
+            groups.iter().find(|g| {
+                g.vpc_id() == Some(vpc_id)
+                    && g.group_name() == Some(candidate.as_str())
+                    && is_tagged(g, role)
+            })
+        })
+}
+
+fn by_names(names: Vec<String>, vpc_id: &str) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name("group-name")
+            .set_values(Some(names))
+            .build(),
+        Filter::builder().name("vpc-id").values(vpc_id).build(),
+    ]
 }
 
 async fn describe_groups(
@@ -390,16 +402,13 @@ async fn describe_groups(
     Ok(groups)
 }
 
-/// The group named `name` in `vpc_id`, if there is one.
+/// The group named `name` in `vpc_id`, if there is one, whoever made it.
 pub async fn find(
     clients: &Clients,
     name: &str,
     vpc_id: &str,
 ) -> Result<Option<SecurityGroup>, AwsError> {
-    let filters = vec![
-        name_filter(name),
-        Filter::builder().name("vpc-id").values(vpc_id).build(),
-    ];
+    let filters = by_names(vec![name.to_owned()], vpc_id);
     Ok(describe_groups(clients, filters).await?.into_iter().next())
 }
 
@@ -415,16 +424,66 @@ pub async fn create_or_adopt(
         .0)
 }
 
-/// The group, and whether this call created it: a created group is described as AWS creates
-/// every security group in a VPC (its tags, no inbound rule, one outbound rule to all IPv4
-/// addresses), not read, so that its rules can be set one round trip sooner.
+/// The group, and whether this call created it: a created group is described, not read, so that
+/// its rules can be set one round trip sooner. A name held by a group ec2-quarantine did not
+/// create is passed over for the next candidate; one held by ours was created concurrently and
+/// is adopted.
 async fn create_or_adopt_as(
     clients: &Clients,
     name: &str,
     vpc_id: &str,
     role: Role,
 ) -> Result<(SecurityGroup, bool), AwsError> {
-    let created = clients
+    let mut squatters = Vec::new();
+    for candidate in candidate_names(name, vpc_id) {
+        match create_as(clients, &candidate, vpc_id, role).await {
+            Ok(group) => return Ok((group, true)),
+            Err(e) if e.has_code("InvalidGroup.Duplicate") => {
+                // The winner's group may not be visible to a filtered Describe for seconds yet.
+                let found = until_settled(|| find(clients, &candidate, vpc_id), Option::is_some)
+                    .await?
+                    .ok_or_else(|| {
+                        AwsError::local(
+                            "DescribeSecurityGroups",
+                            format!(
+                                "group {candidate} in {vpc_id} was reported as a duplicate but \
+                                 cannot be found"
+                            ),
+                        )
+                    })?;
+                if is_tagged(&found, role) {
+                    return Ok((found, false));
+                }
+                squatters.push(format!(
+                    "{candidate} ({})",
+                    found.group_id().unwrap_or_default()
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AwsError::local(
+        "CreateSecurityGroup",
+        format!(
+            "every name the {} group may have in {vpc_id} is held by a group ec2-quarantine did \
+             not create (no {}={} tag): {}",
+            role.tag_value(),
+            tags::ROLE,
+            role.tag_value(),
+            squatters.join(", ")
+        ),
+    ))
+}
+
+/// A new group, described as AWS creates every security group in a VPC (its tags, no inbound
+/// rule, one outbound rule to all IPv4 addresses).
+async fn create_as(
+    clients: &Clients,
+    name: &str,
+    vpc_id: &str,
+    role: Role,
+) -> Result<SecurityGroup, AwsError> {
+    let output = clients
         .ec2
         .create_security_group()
         .group_name(name)
@@ -438,35 +497,14 @@ async fn create_or_adopt_as(
         )
         .send()
         .await
-        .map_err(aws_err("CreateSecurityGroup"));
-    match created {
-        Ok(output) => {
-            let group = SecurityGroup::builder()
-                .group_id(output.group_id().unwrap_or_default())
-                .group_name(name)
-                .vpc_id(vpc_id)
-                .tags(role_tag(role))
-                .ip_permissions_egress(rules::permission_of(&rules::default_egress()))
-                .build();
-            Ok((group, true))
-        }
-        Err(e) if e.has_code("InvalidGroup.Duplicate") => {
-            // The winner's group may not be visible to a filtered Describe for seconds yet.
-            let found = until_settled(|| find(clients, name, vpc_id), Option::is_some)
-                .await?
-                .ok_or_else(|| {
-                    AwsError::local(
-                        "DescribeSecurityGroups",
-                        format!(
-                            "group {name} in {vpc_id} was reported as a duplicate but cannot be \
-                             found"
-                        ),
-                    )
-                })?;
-            Ok((found, false))
-        }
-        Err(e) => Err(e),
-    }
+        .map_err(aws_err("CreateSecurityGroup"))?;
+    Ok(SecurityGroup::builder()
+        .group_id(output.group_id().unwrap_or_default())
+        .group_name(name)
+        .vpc_id(vpc_id)
+        .tags(role_tag(role))
+        .ip_permissions_egress(rules::permission_of(&rules::default_egress()))
+        .build())
 }
 
 /// Brings the group's rules to exactly `ingress` inbound and `egress` outbound, and reads it back
@@ -1108,4 +1146,58 @@ async fn read_interface_groups(
             Some((n.network_interface_id()?.to_owned(), groups.collect()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, name: &str, vpc: &str, role: Option<Role>) -> SecurityGroup {
+        let group = SecurityGroup::builder()
+            .group_id(id)
+            .group_name(name)
+            .vpc_id(vpc);
+        match role {
+            Some(role) => group.tags(role_tag(role)).build(),
+            None => group.build(),
+        }
+    }
+
+    #[test]
+    fn our_group_is_the_one_tagged_with_its_role_under_its_own_name_first() {
+        let groups = [
+            group("sg-other-vpc", "iso", "vpc-2", Some(Role::Isolation)),
+            group("sg-vpc-named", "iso-vpc-1", "vpc-1", Some(Role::Isolation)),
+            group("sg-own-name", "iso", "vpc-1", Some(Role::Isolation)),
+            group("sg-interim", "iso-interim", "vpc-1", Some(Role::Interim)),
+        ];
+        let found = ours(&groups, "iso", Role::Isolation, "vpc-1");
+        assert_eq!(found.and_then(|g| g.group_id()), Some("sg-own-name"));
+    }
+
+    #[test]
+    fn a_group_ec2_quarantine_did_not_create_is_never_ours_whatever_its_name() {
+        let groups = [
+            group("sg-by-hand", "iso", "vpc-1", None),
+            group("sg-wrong-role", "iso-vpc-1", "vpc-1", Some(Role::Interim)),
+        ];
+        assert_eq!(ours(&groups, "iso", Role::Isolation, "vpc-1"), None);
+        let groups = [
+            group("sg-by-hand", "iso", "vpc-1", None),
+            group("sg-ours", "iso-vpc-1", "vpc-1", Some(Role::Isolation)),
+        ];
+        let found = ours(&groups, "iso", Role::Isolation, "vpc-1");
+        assert_eq!(found.and_then(|g| g.group_id()), Some("sg-ours"));
+    }
+
+    #[test]
+    fn the_second_name_names_the_vpc() {
+        assert_eq!(
+            candidate_names("ec2-quarantine-isolation", "vpc-1"),
+            [
+                "ec2-quarantine-isolation".to_owned(),
+                "ec2-quarantine-isolation-vpc-1".to_owned()
+            ]
+        );
+    }
 }

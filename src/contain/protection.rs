@@ -5,7 +5,9 @@
 //! IAM: `ec2:DescribeInstanceAttribute`, `ec2:ModifyInstanceAttribute`, `ec2:DescribeInstances`.
 //!
 //! Spot instances cannot take termination or stop protection, so `protect-instance` is skipped
-//! for them with that reason. Idempotent: each attribute is read first and only those not yet
+//! for them with that reason. An instance-store root cannot take stop protection (AWS refuses it)
+//! nor stop on shutdown: it gets termination protection only, and the report says why.
+//! Idempotent: each attribute is read first and only those not yet
 //! set are changed, one `ModifyInstanceAttribute` per attribute, as the API requires. The
 //! shutdown behaviour is set with the `Attribute`+`Value` form, which AWS and the emulator both
 //! honour.
@@ -16,6 +18,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, EbsInstanceBlockDeviceSpecification, InstanceAttributeName,
     InstanceBlockDeviceMappingSpecification,
 };
+use futures::future::join_all;
 
 use super::instance::{describe, InstanceFacts};
 use super::{step_report, StepResult};
@@ -73,84 +76,140 @@ pub async fn protect_instance(clients: &Clients, facts: &InstanceFacts) -> StepR
             "Spot instances cannot take termination or stop protection",
         ))
     } else {
-        protect(clients, &facts.instance_id).await
+        protect(clients, &facts.instance_id, wanted(facts)).await
     };
     step_report(Step::ProtectInstance, started, result)
 }
 
-async fn protect(clients: &Clients, instance_id: &str) -> Result<StepResult, AwsError> {
-    let before = read_protection(clients, instance_id).await?;
-    let on = AttributeBooleanValue::builder().value(true).build();
-    let modify = || {
-        clients
-            .ec2
-            .modify_instance_attribute()
-            .instance_id(instance_id)
-    };
-    let mut changed = Vec::new();
-    let termination = async {
-        if before.termination {
-            return Ok(());
-        }
-        modify()
-            .disable_api_termination(on.clone())
-            .send()
-            .await
-            .map(|_| ())
-    };
-    let stop = async {
-        if before.stop {
-            return Ok(());
-        }
-        modify()
-            .disable_api_stop(on.clone())
-            .send()
-            .await
-            .map(|_| ())
-    };
-    let shutdown = async {
-        if before.shutdown_stops {
-            return Ok(());
-        }
-        modify()
-            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
-            .value("stop")
-            .send()
-            .await
-            .map(|_| ())
-    };
-    let (t, s, b) = tokio::join!(termination, stop, shutdown);
-    t.map_err(aws_err("ModifyInstanceAttribute"))?;
-    s.map_err(aws_err("ModifyInstanceAttribute"))?;
-    b.map_err(aws_err("ModifyInstanceAttribute"))?;
-    if !before.termination {
-        changed.push("termination protection on");
-    }
-    if !before.stop {
-        changed.push("stop protection on");
-    }
-    if !before.shutdown_stops {
-        changed.push("OS shutdown stops");
-    }
-    if changed.is_empty() {
-        return Ok(StepResult::unchanged(
-            "termination and stop protection already on; OS shutdown already stops",
-        ));
-    }
-    let wanted = Protection {
+/// What protection the instance can take. AWS refuses stop protection for an instance-store
+/// root, and such an instance cannot stop, so its OS shutdown cannot be made to stop either.
+pub(crate) fn wanted(facts: &InstanceFacts) -> Protection {
+    Protection {
         termination: true,
-        stop: true,
-        shutdown_stops: true,
+        stop: facts.root_device_is_ebs,
+        shutdown_stops: facts.root_device_is_ebs,
+    }
+}
+
+/// One attribute `ModifyInstanceAttribute` sets, one per call as the API requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attribute {
+    Termination,
+    Stop,
+    ShutdownStops,
+}
+
+impl Attribute {
+    fn done(self) -> &'static str {
+        match self {
+            Attribute::Termination => "termination protection on",
+            Attribute::Stop => "stop protection on",
+            Attribute::ShutdownStops => "OS shutdown stops",
+        }
+    }
+
+    /// What a dry run says of it.
+    pub(crate) fn would(self, id: &str) -> String {
+        match self {
+            Attribute::Termination => {
+                format!("would turn termination protection on for {id} (DisableApiTermination)")
+            }
+            Attribute::Stop => format!("would turn stop protection on for {id} (DisableApiStop)"),
+            Attribute::ShutdownStops => format!(
+                "would make an OS shutdown stop {id} rather than terminate it \
+                 (InstanceInitiatedShutdownBehavior=stop)"
+            ),
+        }
+    }
+}
+
+/// Pure: the attributes to set, from what was read and what the instance can take.
+pub(crate) fn plan(before: Protection, wanted: Protection) -> Vec<Attribute> {
+    [
+        (
+            Attribute::Termination,
+            wanted.termination && !before.termination,
+        ),
+        (Attribute::Stop, wanted.stop && !before.stop),
+        (
+            Attribute::ShutdownStops,
+            wanted.shutdown_stops && !before.shutdown_stops,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(attribute, needed)| needed.then_some(attribute))
+    .collect()
+}
+
+/// What the report adds when the instance cannot take all of it.
+fn not_possible(wanted: Protection) -> Option<&'static str> {
+    (!wanted.stop).then_some(
+        "stop protection and a stopping OS shutdown are not possible with an instance-store root",
+    )
+}
+
+/// `detail`, and why some protection was not set, if it was not.
+pub(crate) fn with_limits(detail: &str, wanted: Protection) -> String {
+    match not_possible(wanted) {
+        Some(limit) => format!("{detail}; {limit}"),
+        None => detail.to_owned(),
+    }
+}
+
+pub(crate) const ALREADY_ON: &str = "every protection the instance can take is already on";
+
+async fn set(clients: &Clients, instance_id: &str, attribute: Attribute) -> Result<(), AwsError> {
+    let on = AttributeBooleanValue::builder().value(true).build();
+    let modify = clients
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(instance_id);
+    let modify = match attribute {
+        Attribute::Termination => modify.disable_api_termination(on),
+        Attribute::Stop => modify.disable_api_stop(on),
+        Attribute::ShutdownStops => modify
+            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+            .value("stop"),
     };
+    modify
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws_err("ModifyInstanceAttribute"))
+}
+
+/// Holds when every attribute the instance can take is on.
+fn holds(read: Protection, wanted: Protection) -> bool {
+    plan(read, wanted).is_empty()
+}
+
+async fn protect(
+    clients: &Clients,
+    instance_id: &str,
+    wanted: Protection,
+) -> Result<StepResult, AwsError> {
+    let before = read_protection(clients, instance_id).await?;
+    let changes = plan(before, wanted);
+    if changes.is_empty() {
+        return Ok(StepResult::unchanged(with_limits(ALREADY_ON, wanted)));
+    }
+    for result in join_all(changes.iter().map(|a| set(clients, instance_id, *a))).await {
+        result?;
+    }
     // Attributes just written may read back stale for seconds.
-    let after = until_settled(|| read_protection(clients, instance_id), |p| *p == wanted).await?;
-    if after != wanted {
+    let after = until_settled(
+        || read_protection(clients, instance_id),
+        |read| holds(*read, wanted),
+    )
+    .await?;
+    if !holds(after, wanted) {
         return Err(AwsError::local(
             "DescribeInstanceAttribute",
-            format!("read back {after:?}, expected all on"),
+            format!("read back {after:?}, expected {wanted:?}"),
         ));
     }
-    Ok(StepResult::done(changed.join("; ")))
+    let done: Vec<&str> = changes.iter().map(|a| a.done()).collect();
+    Ok(StepResult::done(with_limits(&done.join("; "), wanted)))
 }
 
 pub async fn keep_volumes(clients: &Clients, facts: &InstanceFacts) -> StepReport {
@@ -230,4 +289,59 @@ async fn keep(clients: &Clients, facts: &InstanceFacts) -> Result<StepResult, Aw
         "{} kept on termination",
         ids.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONE: Protection = Protection {
+        termination: false,
+        stop: false,
+        shutdown_stops: false,
+    };
+    const ALL: Protection = Protection {
+        termination: true,
+        stop: true,
+        shutdown_stops: true,
+    };
+
+    #[test]
+    fn an_ebs_backed_instance_gets_every_protection_it_lacks() {
+        assert_eq!(
+            plan(NONE, ALL),
+            [
+                Attribute::Termination,
+                Attribute::Stop,
+                Attribute::ShutdownStops
+            ]
+        );
+        let some = Protection {
+            termination: true,
+            ..NONE
+        };
+        assert_eq!(plan(some, ALL), [Attribute::Stop, Attribute::ShutdownStops]);
+        assert_eq!(plan(ALL, ALL), []);
+    }
+
+    #[test]
+    fn an_instance_store_root_gets_termination_protection_only_and_the_report_says_why() {
+        let instance_store = Protection {
+            termination: true,
+            stop: false,
+            shutdown_stops: false,
+        };
+        assert_eq!(plan(NONE, instance_store), [Attribute::Termination]);
+        assert!(holds(
+            Protection {
+                termination: true,
+                ..NONE
+            },
+            instance_store
+        ));
+        assert!(not_possible(instance_store)
+            .unwrap()
+            .contains("instance-store root"));
+        assert_eq!(not_possible(ALL), None);
+    }
 }

@@ -21,7 +21,7 @@ fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {name} in {report}"))
 }
 
-async fn assert_cut_off(s: &Scenario) {
+pub async fn assert_cut_off(s: &Scenario) {
     let (group, _, _) = s.isolation_group().await;
     for eni in &s.interfaces {
         assert_eq!(

@@ -27,6 +27,8 @@ mod guardduty;
 mod identity;
 /// Events that must not lead to a single AWS call, and instances that must not be changed.
 mod input;
+/// Instance kinds and states: an instance-store root, a stopped instance.
+mod instance_kinds;
 /// Fifty instances at once: in one event, and as fifty concurrent invocations.
 mod load;
 /// The isolation group: per VPC, created once, stripped, raced for.

@@ -354,9 +354,10 @@ async fn concurrent_invocations_in_one_vpc_end_with_exactly_one_group() {
 }
 
 #[tokio::test]
-async fn a_hand_made_group_of_that_name_is_tagged_and_stripped_before_use() {
+async fn a_hand_made_group_of_that_name_is_left_alone_and_ours_is_created_beside_it() {
     let s = Scenario::build(Options::default()).await;
-    // Made by someone else: no role tag, and the default allow-all egress rule.
+    // Made by someone else: no role tag, and the default allow-all egress rule. The function may
+    // tag a group only as it creates it, so this one can never be its isolation group.
     let by_hand = s
         .account
         .ec2
@@ -372,29 +373,46 @@ async fn a_hand_made_group_of_that_name_is_tagged_and_stripped_before_use() {
         .to_owned();
     let (result, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
     result.expect("contained");
-    let (group_id, ingress, egress) = s.isolation_group().await;
+    let vpc_named = format!("{}-{}", s.isolation_group_name, s.vpc_id);
+    let groups = s.account.groups_named(&s.vpc_id, &vpc_named).await;
+    let [(ours, ingress, egress)] = groups.as_slice() else {
+        panic!("exactly one group {vpc_named}: {groups:?}");
+    };
+    assert_eq!((*ingress, *egress), (0, 0));
+    for eni in &s.interfaces {
+        assert_eq!(s.account.interface_groups(eni).await, vec![ours.clone()]);
+    }
+    let tags = |id: &str| {
+        let id = id.to_owned();
+        let ec2 = s.account.ec2.clone();
+        async move {
+            ec2.describe_tags()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("resource-id")
+                        .values(id)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        group_id, by_hand,
-        "the existing group is used, not a second one"
+        tags(ours).await,
+        vec![("ec2-quarantine:role".to_owned(), "isolation".to_owned())]
     );
-    assert_eq!((ingress, egress), (0, 0));
-    let tags = s
+    // The hand-made group is as it was: untagged, its rules untouched.
+    assert_eq!(tags(&by_hand).await, vec![]);
+    let untouched = s
         .account
-        .ec2
-        .describe_tags()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("resource-id")
-                .values(&by_hand)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(tags
-        .tags()
-        .iter()
-        .any(|t| t.key() == Some("ec2-quarantine:role") && t.value() == Some("isolation")));
+        .groups_named(&s.vpc_id, &s.isolation_group_name)
+        .await;
+    assert_eq!(untouched, vec![(by_hand.clone(), 0, 1)]);
 }
 
 #[tokio::test]

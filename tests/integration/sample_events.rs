@@ -23,6 +23,7 @@ fn expected_reason(file: &str) -> Option<&'static str> {
     match file {
         "guardduty-instance-low.json" => Some("severity 2 is below the threshold 7"),
         "guardduty-s3-finding.json" => Some("S3Bucket, not an EC2 instance"),
+        "guardduty-sample-finding.json" => Some("is a sample finding"),
         _ => None,
     }
 }
@@ -49,7 +50,8 @@ fn expected(file: &str) -> Expected {
         | "tag-quarantine-removed.json"
         | "tag-volume.json"
         | "guardduty-instance-low.json"
-        | "guardduty-s3-finding.json" => Expected::Ignore,
+        | "guardduty-s3-finding.json"
+        | "guardduty-sample-finding.json" => Expected::Ignore,
         "release-invocation.json" => Expected::Release(ONE),
         "invalid-unknown-shape.json" => Expected::Invalid,
         "ebs-create-snapshots-succeeded.json"

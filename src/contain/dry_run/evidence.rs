@@ -23,35 +23,15 @@ pub(super) async fn plan_protection(
         ));
     }
     let id = &facts.instance_id;
+    let wanted = protection::wanted(facts);
     let now = protection::read_protection(clients, id).await?;
-    let mut changes = Vec::new();
-    if !now.termination {
-        changes.push(change(
-            "ModifyInstanceAttribute",
-            id,
-            format!("would turn termination protection on for {id} (DisableApiTermination)"),
-        ));
-    }
-    if !now.stop {
-        changes.push(change(
-            "ModifyInstanceAttribute",
-            id,
-            format!("would turn stop protection on for {id} (DisableApiStop)"),
-        ));
-    }
-    if !now.shutdown_stops {
-        changes.push(change(
-            "ModifyInstanceAttribute",
-            id,
-            format!(
-                "would make an OS shutdown stop {id} rather than terminate it \
-                 (InstanceInitiatedShutdownBehavior=stop)"
-            ),
-        ));
-    }
+    let changes = protection::plan(now, wanted)
+        .into_iter()
+        .map(|attribute| change("ModifyInstanceAttribute", id, attribute.would(id)))
+        .collect();
     Ok(Plan::changes(
         changes,
-        "termination and stop protection already on; OS shutdown already stops",
+        protection::with_limits(protection::ALREADY_ON, wanted),
     ))
 }
 

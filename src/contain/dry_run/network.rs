@@ -1,6 +1,7 @@
 //! The network cut, planned: the isolation group (and the interim group, with
-//! `CUT_TRACKED_CONNECTIONS`) looked up by name in each VPC of the instance, and what a real run
-//! would create, tag or change on them; then each interface's moves.
+//! `CUT_TRACKED_CONNECTIONS`) looked up by its candidate names in each VPC of the instance (only
+//! a group tagged with its role is ours), and what a real run would create or change on them;
+//! then each interface's moves.
 //!
 //! IAM: `ec2:DescribeSecurityGroups`.
 //!
@@ -16,7 +17,7 @@ use super::{change, report, Plan};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::Config;
 use crate::contain::instance::InstanceFacts;
-use crate::contain::network::interim_name;
+use crate::contain::network::{candidate_names, interim_name};
 use crate::contain::rules::{self, Atom, Source};
 use crate::contain::tags;
 use crate::report::{PlannedChange, Step, StepReport};
@@ -94,8 +95,7 @@ pub(super) async fn plan(
     let mut refs: BTreeMap<(&str, &str), GroupRef> = BTreeMap::new();
     for vpc_id in &vpcs {
         for kind in &kinds {
-            let group = found.get(&(kind.name.clone(), vpc_id.to_string()));
-            let (group_ref, mut planned) = plan_group(kind, vpc_id, group);
+            let (group_ref, mut planned) = plan_group(kind, vpc_id, &found);
             if planned.is_empty() {
                 unchanged.push(match kind.role {
                     tags::ROLE_INTERIM => {
@@ -181,13 +181,17 @@ pub(super) async fn plan(
     (groups, interfaces)
 }
 
-/// Both kinds of group by name in every VPC of the instance, in one call.
+/// Both kinds of group by every candidate name in every VPC of the instance, in one call.
 async fn lookup(
     clients: &Clients,
     kinds: &[Kind],
     vpcs: &[&str],
 ) -> Result<BTreeMap<(String, String), SecurityGroup>, AwsError> {
-    let names: Vec<String> = kinds.iter().map(|k| k.name.clone()).collect();
+    let names: BTreeSet<String> = kinds
+        .iter()
+        .flat_map(|k| vpcs.iter().flat_map(|vpc| candidate_names(&k.name, vpc)))
+        .collect();
+    let names: Vec<String> = names.into_iter().collect();
     let vpcs: Vec<String> = vpcs.iter().map(|v| v.to_string()).collect();
     let mut pages = clients
         .ec2
@@ -220,45 +224,67 @@ async fn lookup(
     Ok(found)
 }
 
-/// What a real run would do to one group: create it, tag it, and bring its rules to `kind`'s.
+/// What a real run would do to one group: use ours (the first candidate name held by a group
+/// tagged with the role), or create it under the first name nobody holds; and bring its rules
+/// to `kind`'s.
 fn plan_group(
     kind: &Kind,
     vpc_id: &str,
-    group: Option<&SecurityGroup>,
+    found: &BTreeMap<(String, String), SecurityGroup>,
 ) -> (GroupRef, Vec<PlannedChange>) {
     let mut changes = Vec::new();
-    let (group_ref, has_in, has_out) = match group {
+    let candidates = candidate_names(&kind.name, vpc_id);
+    let held = |name: &String| found.get(&(name.clone(), vpc_id.to_owned()));
+    let tagged = |group: &SecurityGroup| {
+        group
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(kind.role))
+    };
+    let ours = candidates
+        .iter()
+        .find_map(|name| held(name).filter(|g| tagged(g)));
+    let (group_ref, has_in, has_out) = match ours {
         None => {
-            let group_ref = GroupRef::New {
-                name: kind.name.clone(),
-                vpc_id: vpc_id.to_owned(),
-            };
+            let squatters: Vec<String> = candidates
+                .iter()
+                .filter_map(|name| {
+                    let id = held(name)?.group_id().unwrap_or_default();
+                    Some(format!(
+                        "{name} is held by {id}, which ec2-quarantine did not create"
+                    ))
+                })
+                .collect();
+            let name = candidates
+                .iter()
+                .find(|name| held(name).is_none())
+                .unwrap_or(&candidates[0])
+                .clone();
+            let mut detail = format!(
+                "would create the {} group {name} in {vpc_id}, tagged {}={}",
+                kind.role,
+                tags::ROLE,
+                kind.role
+            );
+            if !squatters.is_empty() {
+                detail = format!("{detail} ({})", squatters.join("; "));
+            }
+            if squatters.len() == candidates.len() {
+                detail = format!("{detail}: the create would fail, every name is held");
+            }
             changes.push(change(
                 "CreateSecurityGroup",
-                format!("{} in {vpc_id}", kind.name),
-                format!(
-                    "would create the {} group {} in {vpc_id}, tagged {}={}",
-                    kind.role,
-                    kind.name,
-                    tags::ROLE,
-                    kind.role
-                ),
+                format!("{name} in {vpc_id}"),
+                detail,
             ));
+            let group_ref = GroupRef::New {
+                name,
+                vpc_id: vpc_id.to_owned(),
+            };
             (group_ref, BTreeSet::new(), new_group_egress())
         }
         Some(group) => {
             let id = group.group_id().unwrap_or_default().to_owned();
-            let tagged = group
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(kind.role));
-            if !tagged {
-                changes.push(change(
-                    "CreateTags",
-                    &id,
-                    format!("would tag {id} {}={}", tags::ROLE, kind.role),
-                ));
-            }
             (
                 GroupRef::Existing(id),
                 rules::atoms_of(group.ip_permissions()),
@@ -347,9 +373,28 @@ mod tests {
         }
     }
 
+    fn found(groups: &[(&str, SecurityGroup)]) -> BTreeMap<(String, String), SecurityGroup> {
+        groups
+            .iter()
+            .map(|(name, g)| ((name.to_string(), "vpc-1".to_owned()), g.clone()))
+            .collect()
+    }
+
+    fn tagged(group: aws_sdk_ec2::types::builders::SecurityGroupBuilder) -> SecurityGroup {
+        group
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(tags::ROLE)
+                    .value(tags::ROLE_ISOLATION)
+                    .build(),
+            )
+            .build()
+    }
+
     #[test]
     fn a_missing_group_is_created_and_loses_the_default_outbound_rule() {
-        let (group_ref, changes) = plan_group(&isolation(BTreeSet::new()), "vpc-1", None);
+        let (group_ref, changes) =
+            plan_group(&isolation(BTreeSet::new()), "vpc-1", &BTreeMap::new());
         assert_eq!(group_ref.to_string(), "iso (new, in vpc-1)");
         let actions: Vec<&str> = changes.iter().map(|c| c.action.as_str()).collect();
         assert_eq!(
@@ -370,25 +415,41 @@ mod tests {
             ports: vec![22],
         };
         let ingress = rules::allowed_ingress(&responders);
-        let group = SecurityGroup::builder()
-            .group_id("sg-1")
-            .set_ip_permissions(Some(ingress.iter().map(rules::permission_of).collect()))
-            .tags(
-                aws_sdk_ec2::types::Tag::builder()
-                    .key(tags::ROLE)
-                    .value(tags::ROLE_ISOLATION)
-                    .build(),
-            )
-            .build();
-        let (_, changes) = plan_group(&isolation(ingress), "vpc-1", Some(&group));
+        let group = tagged(
+            SecurityGroup::builder()
+                .group_id("sg-1")
+                .set_ip_permissions(Some(ingress.iter().map(rules::permission_of).collect())),
+        );
+        let (_, changes) = plan_group(&isolation(ingress), "vpc-1", &found(&[("iso", group)]));
         assert_eq!(changes, vec![]);
+    }
+
+    #[test]
+    fn a_group_of_that_name_made_by_someone_else_is_passed_over_for_the_vpc_named_one() {
         let untagged = SecurityGroup::builder().group_id("sg-2").build();
-        let (_, changes) = plan_group(&isolation(BTreeSet::new()), "vpc-1", Some(&untagged));
-        assert_eq!(changes.len(), 1);
+        let (group_ref, changes) = plan_group(
+            &isolation(BTreeSet::new()),
+            "vpc-1",
+            &found(&[("iso", untagged.clone())]),
+        );
+        assert_eq!(group_ref.to_string(), "iso-vpc-1 (new, in vpc-1)");
         assert_eq!(
             (changes[0].action.as_str(), changes[0].target.as_str()),
-            ("CreateTags", "sg-2")
+            ("CreateSecurityGroup", "iso-vpc-1 in vpc-1")
         );
+        assert!(
+            changes[0].detail.contains("iso is held by sg-2"),
+            "{changes:?}"
+        );
+        // Once created, the VPC-named group is ours and is used as it is.
+        let ours = tagged(SecurityGroup::builder().group_id("sg-3"));
+        let (group_ref, changes) = plan_group(
+            &isolation(BTreeSet::new()),
+            "vpc-1",
+            &found(&[("iso", untagged), ("iso-vpc-1", ours)]),
+        );
+        assert_eq!(group_ref.to_string(), "sg-3");
+        assert_eq!(changes, vec![]);
     }
 
     #[test]

@@ -124,11 +124,12 @@ const ATTRIBUTE_WRITES: &[&str] = &[
     "DeleteTags",
 ];
 
+/// An answer read whole, to keep, change or give again.
 #[derive(Clone)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Arc<[u8]>,
+pub(super) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Arc<[u8]>,
 }
 
 #[derive(Default)]
@@ -497,7 +498,7 @@ fn throttling_answer(request: &HttpRequest, body: &str) -> (u16, &'static str) {
     }
 }
 
-async fn collect(response: HttpResponse) -> Result<Answer, ConnectorError> {
+pub(super) async fn collect(response: HttpResponse) -> Result<Answer, ConnectorError> {
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -516,7 +517,7 @@ async fn collect(response: HttpResponse) -> Result<Answer, ConnectorError> {
     })
 }
 
-fn response_of(answer: &Answer) -> HttpResponse {
+pub(super) fn response_of(answer: &Answer) -> HttpResponse {
     let mut response = HttpResponse::new(
         answer
             .status

@@ -19,6 +19,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 
+use super::aws_like::{collect, response_of, Answer};
+
 /// Calls that AWS makes atomic and the emulator does not: its `CreateSecurityGroup` checks for
 /// a duplicate name, then inserts, without a lock, so two concurrent creates can both succeed.
 /// The layer sends these one at a time across the whole test process, as AWS would decide them,
@@ -37,6 +39,12 @@ pub enum Fault {
     /// A successful answer with this XML body, for a condition the emulator cannot produce (a
     /// listing cut into pages: it answers every listing whole).
     Answer(String),
+    /// The emulator's answer with `from` replaced by `to`, for a kind of instance the emulator
+    /// cannot launch (an instance-store root).
+    Rewrite {
+        from: &'static str,
+        to: &'static str,
+    },
 }
 
 /// Holds a call until the test lets it go, to order one invocation's write after another's
@@ -137,6 +145,11 @@ impl Faults {
     /// The next `times` calls of `operation` are throttled.
     pub fn throttle(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
         self.add(operation, Fault::Error { status: 503, code }, Some(times))
+    }
+
+    /// Every answer to `operation` has `from` replaced by `to`.
+    pub fn rewrite(&self, operation: &'static str, from: &'static str, to: &'static str) -> &Self {
+        self.add(operation, Fault::Rewrite { from, to }, None)
     }
 
     /// Every call of `operation` hangs.
@@ -281,6 +294,17 @@ impl HttpConnector for FaultConnector {
                 );
                 response.headers_mut().insert("content-type", "text/xml");
                 HttpConnectorFuture::ready(Ok(response))
+            }
+            Some(Fault::Rewrite { from, to }) => {
+                let inner = self.inner.call(request);
+                HttpConnectorFuture::new(async move {
+                    let answer = collect(inner.await?).await?;
+                    let text = String::from_utf8_lossy(&answer.body).replace(from, to);
+                    Ok(response_of(&Answer {
+                        body: text.into_bytes().into(),
+                        ..answer
+                    }))
+                })
             }
             Some(Fault::Held(gate)) => {
                 let inner = self.inner.clone();
