@@ -71,7 +71,10 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn config_loader() -> ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
-            RetryConfig::standard()
+            // Adaptive: the client also rate-limits itself once AWS throttles it, so a burst of
+            // instances slows down instead of running out of retries ("Request throttling for
+            // the Amazon EC2 API": throttling is per account and Region, per API).
+            RetryConfig::adaptive()
                 .with_max_attempts(MAX_ATTEMPTS)
                 .with_initial_backoff(Duration::from_millis(200)),
         )

@@ -3,7 +3,15 @@
 //! terminated by a scale-in or a failed health check (termination protection does not stop
 //! Auto Scaling).
 //!
-//! IAM: `autoscaling:DescribeAutoScalingInstances`, `autoscaling:DetachInstances`.
+//! IAM: `autoscaling:DescribeAutoScalingInstances`, `autoscaling:DetachInstances`,
+//! `autoscaling:DescribeLifecycleHooks`, `autoscaling:RecordLifecycleActionHeartbeat`.
+//!
+//! By lifecycle state ([`plan`]): `InService` and `Standby` are detached; `Detaching` and
+//! `Detached` are already leaving; `Terminating:Wait` (a termination lifecycle hook holds the
+//! instance) cannot be detached, so a heartbeat on each such hook restarts its wait and the
+//! report says when Auto Scaling terminates it anyway; every other state (`Pending:*`,
+//! `Warmed:*`, `Terminating`, ...) cannot be detached now and is reported as evidence at risk,
+//! with the state. An instance in a group is never reported as outside one.
 //!
 //! Idempotent: membership is read first and detach is called only for a member, so a re-run or
 //! an instance outside any group makes no change.
@@ -20,11 +28,18 @@ pub struct ScalingCut {
     pub original_group: Option<String>,
 }
 
-/// The group the instance is in, if any. Instances already detaching count as out of it.
-pub(crate) async fn membership(
+/// The instance's place in an Auto Scaling group: the group and its lifecycle state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub group: String,
+    pub state: String,
+}
+
+/// The instance's group and lifecycle state, if it is in one (in any state).
+pub(crate) async fn lifecycle(
     clients: &Clients,
     instance_id: &str,
-) -> Result<Option<String>, AwsError> {
+) -> Result<Option<Member>, AwsError> {
     let output = clients
         .autoscaling
         .describe_auto_scaling_instances()
@@ -36,20 +51,73 @@ pub(crate) async fn membership(
         .auto_scaling_instances()
         .iter()
         .filter(|i| i.instance_id() == Some(instance_id))
-        .filter(|i| {
-            !matches!(
-                i.lifecycle_state(),
-                Some(
-                    "Detaching"
-                        | "Detached"
-                        | "Terminating"
-                        | "Terminating:Wait"
-                        | "Terminating:Proceed"
-                        | "Terminated"
-                )
-            )
-        })
-        .find_map(|i| i.auto_scaling_group_name().map(str::to_owned)))
+        .find_map(|i| {
+            Some(Member {
+                group: i.auto_scaling_group_name()?.to_owned(),
+                state: i.lifecycle_state().unwrap_or_default().to_owned(),
+            })
+        }))
+}
+
+/// The group the instance is in, if any. Instances already leaving it count as out of it.
+pub(crate) async fn membership(
+    clients: &Clients,
+    instance_id: &str,
+) -> Result<Option<String>, AwsError> {
+    Ok(lifecycle(clients, instance_id)
+        .await?
+        .filter(|m| !leaving(&m.state))
+        .map(|m| m.group))
+}
+
+fn leaving(state: &str) -> bool {
+    matches!(
+        state,
+        "Detaching"
+            | "Detached"
+            | "Terminating"
+            | "Terminating:Wait"
+            | "Terminating:Proceed"
+            | "Terminated"
+    )
+}
+
+/// What the step does, by the lifecycle state (Auto Scaling user guide, "Amazon EC2 Auto Scaling
+/// instance lifecycle").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    NotAMember,
+    /// Already on its way out by a detach: nothing to do.
+    Detached {
+        group: String,
+        state: String,
+    },
+    /// `InService` or `Standby`: the only states `DetachInstances` accepts.
+    Detach {
+        group: String,
+    },
+    /// `Terminating:Wait`: a termination lifecycle hook holds it; a heartbeat restarts the wait.
+    Heartbeat {
+        group: String,
+    },
+    /// Any other state: it cannot be detached now, and Auto Scaling may terminate it.
+    AtRisk {
+        group: String,
+        state: String,
+    },
+}
+
+/// Pure: what to do with the instance in its group.
+pub(crate) fn plan(member: Option<&Member>) -> Plan {
+    let Some(Member { group, state }) = member.cloned() else {
+        return Plan::NotAMember;
+    };
+    match state.as_str() {
+        "InService" | "Standby" => Plan::Detach { group },
+        "Detaching" | "Detached" => Plan::Detached { group, state },
+        "Terminating:Wait" => Plan::Heartbeat { group },
+        _ => Plan::AtRisk { group, state },
+    }
 }
 
 pub async fn detach(
@@ -58,24 +126,43 @@ pub async fn detach(
     recorder: Option<Recorder<'_>>,
 ) -> ScalingCut {
     let started = Instant::now();
-    let group = match membership(clients, instance_id).await {
-        Ok(group) => group,
-        Err(e) => {
-            return ScalingCut {
-                report: step_report(Step::DetachAutoScaling, started, Err(e.at_risk())),
-                original_group: None,
-            }
-        }
+    let cut = |result, original_group| ScalingCut {
+        report: step_report(Step::DetachAutoScaling, started, result),
+        original_group,
     };
-    let Some(group) = group else {
-        return ScalingCut {
-            report: step_report(
-                Step::DetachAutoScaling,
-                started,
+    let member = match lifecycle(clients, instance_id).await {
+        Ok(member) => member,
+        Err(e) => return cut(Err(e.at_risk()), None),
+    };
+    let group = match plan(member.as_ref()) {
+        Plan::NotAMember => {
+            return cut(
                 Ok(StepResult::unchanged("not in an Auto Scaling group")),
-            ),
-            original_group: None,
-        };
+                None,
+            )
+        }
+        Plan::Detached { group, state } => {
+            return cut(
+                Ok(StepResult::unchanged(format!(
+                    "already leaving {group} ({state})"
+                ))),
+                None,
+            )
+        }
+        Plan::Heartbeat { group } => {
+            return cut(Err(keep_alive(clients, instance_id, &group).await), None)
+        }
+        Plan::AtRisk { group, state } => {
+            let error = AwsError::local(
+                "DetachInstances",
+                format!(
+                    "{instance_id} is {state} in {group}, and Auto Scaling detaches only \
+                     instances InService or in Standby"
+                ),
+            );
+            return cut(Err(error.at_risk()), None);
+        }
+        Plan::Detach { group } => group,
     };
     // The record and the change go out together: a failed record never held the change back
     // (containment first), and waiting for it would only add a round trip.
@@ -91,11 +178,59 @@ pub async fn detach(
         },
         detach_from(clients, instance_id, &group),
     );
-    let result = unrecorded(detached, remembered);
-    ScalingCut {
-        report: step_report(Step::DetachAutoScaling, started, result),
-        original_group: Some(group),
+    cut(unrecorded(detached, remembered), Some(group))
+}
+
+/// An instance a termination lifecycle hook holds in `Terminating:Wait` cannot be detached: a
+/// heartbeat on every such hook restarts its wait, which gives the responders time. It is
+/// still terminated when a wait runs out or the hook's global timeout is reached, so the result
+/// is always evidence at risk, with when.
+async fn keep_alive(clients: &Clients, instance_id: &str, group: &str) -> AwsError {
+    let hooks = match clients
+        .autoscaling
+        .describe_lifecycle_hooks()
+        .auto_scaling_group_name(group)
+        .send()
+        .await
+    {
+        Ok(output) => output.lifecycle_hooks().to_vec(),
+        Err(e) => return AwsError::from_sdk("DescribeLifecycleHooks", e).at_risk(),
+    };
+    let terminating: Vec<_> = hooks
+        .iter()
+        .filter(|h| h.lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING"))
+        .collect();
+    let mut kept = Vec::new();
+    for hook in &terminating {
+        let name = hook.lifecycle_hook_name().unwrap_or_default();
+        let beat = clients
+            .autoscaling
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name(name)
+            .instance_id(instance_id)
+            .send()
+            .await;
+        if let Err(e) = beat {
+            return AwsError::from_sdk("RecordLifecycleActionHeartbeat", e).at_risk();
+        }
+        kept.push(format!(
+            "heartbeat on {name}: held another {} s, at most {} s after its termination began",
+            hook.heartbeat_timeout().unwrap_or_default(),
+            hook.global_timeout().unwrap_or_default()
+        ));
     }
+    let message = match kept.is_empty() {
+        true => format!(
+            "{instance_id} is Terminating:Wait in {group}, held by no termination hook we can \
+             see: it cannot be detached"
+        ),
+        false => format!(
+            "{instance_id} is Terminating:Wait in {group} and cannot be detached; {}",
+            kept.join("; ")
+        ),
+    };
+    AwsError::local("RecordLifecycleActionHeartbeat", message).at_risk()
 }
 
 async fn detach_from(
@@ -134,5 +269,65 @@ impl AwsError {
             self.message
         );
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(state: &str) -> Member {
+        Member {
+            group: "web".into(),
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn in_service_and_standby_are_detached() {
+        for state in ["InService", "Standby"] {
+            assert_eq!(
+                plan(Some(&member(state))),
+                Plan::Detach {
+                    group: "web".into()
+                },
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_terminating_wait_gets_a_heartbeat_and_other_states_are_at_risk_never_outside() {
+        assert_eq!(
+            plan(Some(&member("Terminating:Wait"))),
+            Plan::Heartbeat {
+                group: "web".into()
+            }
+        );
+        for state in [
+            "Pending",
+            "Pending:Wait",
+            "Pending:Proceed",
+            "Warmed:Pending",
+            "Warmed:Running",
+            "EnteringStandby",
+            "Terminating",
+            "Terminating:Proceed",
+            "Quarantined",
+        ] {
+            assert_eq!(
+                plan(Some(&member(state))),
+                Plan::AtRisk {
+                    group: "web".into(),
+                    state: state.into()
+                },
+                "{state}"
+            );
+        }
+        assert_eq!(plan(None), Plan::NotAMember);
+        assert!(matches!(
+            plan(Some(&member("Detaching"))),
+            Plan::Detached { .. }
+        ));
     }
 }

@@ -8,7 +8,15 @@
 //! verified outcome; should the run die between the two writes, the retry tags the instance
 //! again.
 //!
-//! IAM: `ec2:CreateTags` on instances, `ec2:DescribeTags`.
+//! IAM: `ec2:CreateTags` on instances, network interfaces and volumes (`ec2-quarantine:*` keys
+//! only), `ec2:DescribeTags`.
+//!
+//! Every network interface and volume of the instance is marked with the status and the
+//! incident too: EC2 authorizes a change of an interface's groups on the interface, and the
+//! guard policies protect what carries these marks, whatever triggered the containment.
+//!
+//! EC2 allows 50 tags per resource. An instance close to that gets the status and the incident
+//! first; the report names the tags that did not fit.
 //!
 //! None of these keys is the trigger key, so writing them never retriggers the rule. Tags are
 //! informational: anyone allowed to tag can edit them, so release never trusts them. The first
@@ -42,6 +50,10 @@ pub const ROLE_INTERIM: &str = "interim";
 pub const REVOCABLE: &str = "ec2-quarantine:revocable";
 
 const MAX_VALUE_CHARS: usize = 256;
+/// EC2's limit of tags per resource; tags with the `aws:` prefix do not count.
+const MAX_TAGS: usize = 50;
+/// The order the tags are written in when not all fit: what the guard and a retry need first.
+const PRIORITY: [&str; 5] = [STATUS, INCIDENT, CONTAINED_AT, REASON, CHANGES];
 
 pub fn status_value(outcome: InstanceOutcome) -> &'static str {
     match outcome {
@@ -111,8 +123,18 @@ pub struct EarlyTags {
     started: Instant,
     /// What the instance carries now, if the write went through.
     carried: BTreeMap<String, String>,
-    /// The keys written; the error when the write failed.
-    written: Result<Vec<String>, AwsError>,
+    /// The keys written and those that did not fit; the error when the write failed.
+    written: Result<Written, AwsError>,
+    /// The status the interfaces and volumes were marked with, if the write went through.
+    marked: Result<String, AwsError>,
+}
+
+/// What one write of the instance's tags did.
+#[derive(Default)]
+struct Written {
+    keys: Vec<String>,
+    /// Keys that did not fit in the 50 tags EC2 allows.
+    left_out: Vec<String>,
 }
 
 /// Writes the tags the steps' statuses so far call for. The statuses of steps still reading
@@ -124,13 +146,117 @@ pub async fn write_early(
     wanted: BTreeMap<String, String>,
 ) -> EarlyTags {
     let started = Instant::now();
-    let written = write_differing(clients, &facts.instance_id, &facts.tags, &wanted).await;
+    let (written, marked) = tokio::join!(
+        write_differing(clients, &facts.instance_id, &facts.tags, &wanted),
+        mark(clients, facts, &wanted),
+    );
     let mut carried = facts.tags.clone();
-    carried.extend(wanted);
+    if let Ok(written) = &written {
+        carried.extend(
+            wanted
+                .into_iter()
+                .filter(|(k, _)| !written.left_out.contains(k)),
+        );
+    }
     EarlyTags {
         started,
         carried,
         written,
+        marked,
+    }
+}
+
+/// The resources that carry the marks: every interface and volume of the instance.
+pub(crate) fn marked_resources(facts: &InstanceFacts) -> Vec<String> {
+    let interfaces = facts.interfaces.iter().map(|i| i.id.clone());
+    interfaces
+        .chain(facts.volumes.iter().map(|v| v.volume_id.clone()))
+        .collect()
+}
+
+/// Marks every interface and volume with the status and incident of `wanted`, in one call.
+/// Returns the status written.
+async fn mark(
+    clients: &Clients,
+    facts: &InstanceFacts,
+    wanted: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
+    let status = wanted.get(STATUS).cloned().unwrap_or_default();
+    let mut marks = vec![(STATUS, status.as_str())];
+    marks.extend(wanted.get(INCIDENT).map(|i| (INCIDENT, i.as_str())));
+    write_marks(clients, &marked_resources(facts), &marks).await?;
+    Ok(status)
+}
+
+/// Writes `marks` on `resources` in one `CreateTags`.
+pub(crate) async fn write_marks(
+    clients: &Clients,
+    resources: &[String],
+    marks: &[(&str, &str)],
+) -> Result<(), AwsError> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    clients
+        .ec2
+        .create_tags()
+        .set_resources(Some(resources.to_vec()))
+        .set_tags(Some(
+            marks
+                .iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws_err("CreateTags"))
+}
+
+/// Reads the marks back until every resource carries `status` (tags may read back stale).
+pub(crate) async fn read_back_marks(
+    clients: &Clients,
+    resources: &[String],
+    status: &str,
+) -> Result<(), AwsError> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    let read = || async {
+        let output = clients
+            .ec2
+            .describe_tags()
+            .filters(
+                Filter::builder()
+                    .name("resource-id")
+                    .set_values(Some(resources.to_vec()))
+                    .build(),
+            )
+            .filters(Filter::builder().name("key").values(STATUS).build())
+            .send()
+            .await
+            .map_err(aws_err("DescribeTags"))?;
+        Ok(output
+            .tags()
+            .iter()
+            .filter(|t| t.value() == Some(status))
+            .filter_map(|t| t.resource_id().map(str::to_owned))
+            .collect::<std::collections::BTreeSet<String>>())
+    };
+    let all =
+        |marked: &std::collections::BTreeSet<String>| resources.iter().all(|r| marked.contains(r));
+    let marked = until_settled(read, all).await?;
+    let missing: Vec<&str> = resources
+        .iter()
+        .filter(|r| !marked.contains(*r))
+        .map(String::as_str)
+        .collect();
+    match missing.is_empty() {
+        true => Ok(()),
+        false => Err(AwsError::local(
+            "DescribeTags",
+            format!("read back {} without {STATUS}={status}", missing.join(", ")),
+        )),
     }
 }
 
@@ -142,22 +268,42 @@ pub async fn finish_tags(
     early: EarlyTags,
     wanted: &BTreeMap<String, String>,
 ) -> StepReport {
-    step_report(
-        Step::TagInstance,
-        early.started,
-        finish(clients, facts, early.carried, early.written, wanted).await,
-    )
+    let started = early.started;
+    let status = wanted.get(STATUS).cloned().unwrap_or_default();
+    let marks = async {
+        // Marked with another status, or not at all: written again with the final one.
+        if early.marked.as_deref().ok() != Some(status.as_str()) {
+            mark(clients, facts, wanted).await?;
+        }
+        read_back_marks(clients, &marked_resources(facts), &status).await
+    };
+    let (tagged, marked) = tokio::join!(
+        finish(clients, facts, early.carried, early.written, wanted),
+        marks
+    );
+    let result = tagged.and_then(|mut result| {
+        marked?;
+        let resources = marked_resources(facts).len();
+        if resources > 0 {
+            result.detail = format!(
+                "{}; {resources} interface(s) and volume(s) marked {STATUS}={status}",
+                result.detail
+            );
+        }
+        Ok(result)
+    });
+    step_report(Step::TagInstance, started, result)
 }
 
 async fn finish(
     clients: &Clients,
     facts: &InstanceFacts,
     carried: BTreeMap<String, String>,
-    written: Result<Vec<String>, AwsError>,
+    written: Result<Written, AwsError>,
     wanted: &BTreeMap<String, String>,
 ) -> Result<StepResult, AwsError> {
     let (mut keys, carried, early) = match written {
-        Ok(keys) => (keys, carried, None),
+        Ok(written) => (written.keys, carried, None),
         // The early write did not land: the final tags are written over the instance's own.
         Err(e) => (Vec::new(), facts.tags.clone(), Some(e)),
     };
@@ -188,44 +334,94 @@ async fn finish(
                 AwsError { message, ..e }
             }
         })?;
-    for key in corrected {
+    for key in corrected.keys {
         if !keys.contains(&key) {
             keys.push(key);
         }
     }
+    let left_out = match corrected.left_out.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; did not fit in the {MAX_TAGS} tags EC2 allows: {}",
+            corrected.left_out.join(", ")
+        ),
+    };
     if keys.is_empty() {
         return Ok(StepResult::unchanged(format!(
-            "{STATUS}={} already set",
+            "{STATUS}={} already set{left_out}",
             wanted.get(STATUS).map(String::as_str).unwrap_or_default()
         )));
     }
     read_back(clients, &facts.instance_id, &keys, wanted).await?;
     Ok(StepResult::done(format!(
-        "{STATUS}={} ({} tag(s) written)",
+        "{STATUS}={} ({} tag(s) written){left_out}",
         wanted.get(STATUS).map(String::as_str).unwrap_or_default(),
         keys.len()
     )))
 }
 
-/// Writes the tags of `wanted` that `carried` lacks or holds with another value; returns their
-/// keys.
+/// Pure: the tags of `wanted` that `carried` lacks or holds with another value, in the order of
+/// [`PRIORITY`], as many as fit in EC2's limit; and the keys that did not fit.
+fn fit(
+    carried: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut differing: Vec<(&String, &String)> = wanted
+        .iter()
+        .filter(|(k, v)| carried.get(*k) != Some(*v))
+        .collect();
+    let rank = |key: &str| {
+        PRIORITY
+            .iter()
+            .position(|p| *p == key)
+            .unwrap_or(PRIORITY.len())
+    };
+    differing.sort_by_key(|(k, _)| rank(k));
+    let in_use = carried.keys().filter(|k| !k.starts_with("aws:")).count();
+    let mut room = MAX_TAGS.saturating_sub(in_use);
+    let (mut fits, mut left_out) = (Vec::new(), Vec::new());
+    for (key, value) in differing {
+        // Overwriting a key the instance has takes no room.
+        if carried.contains_key(key) {
+            fits.push((key.clone(), value.clone()));
+        } else if room > 0 {
+            room -= 1;
+            fits.push((key.clone(), value.clone()));
+        } else {
+            left_out.push(key.clone());
+        }
+    }
+    (fits, left_out)
+}
+
+/// Writes the tags of `wanted` that `carried` lacks or holds with another value, as many as fit;
+/// says which were written and which did not fit. The status must fit.
 async fn write_differing(
     clients: &Clients,
     instance_id: &str,
     carried: &BTreeMap<String, String>,
     wanted: &BTreeMap<String, String>,
-) -> Result<Vec<String>, AwsError> {
-    let differing: Vec<Tag> = wanted
-        .iter()
-        .filter(|(k, v)| carried.get(*k) != Some(*v))
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    if differing.is_empty() {
-        return Ok(Vec::new());
+) -> Result<Written, AwsError> {
+    let (fits, left_out) = fit(carried, wanted);
+    if left_out.iter().any(|k| k == STATUS) {
+        return Err(AwsError::local(
+            "CreateTags",
+            format!(
+                "{instance_id} carries {MAX_TAGS} tags, the most EC2 allows: no room for \
+                 {STATUS}; remove a tag and run the containment again"
+            ),
+        ));
     }
-    let keys = differing
+    if fits.is_empty() {
+        return Ok(Written {
+            keys: Vec::new(),
+            left_out,
+        });
+    }
+    let keys = fits.iter().map(|(k, _)| k.clone()).collect();
+    let differing: Vec<Tag> = fits
         .iter()
-        .filter_map(|t| t.key().map(str::to_owned))
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     clients
         .ec2
@@ -235,7 +431,7 @@ async fn write_differing(
         .send()
         .await
         .map_err(aws_err("CreateTags"))?;
-    Ok(keys)
+    Ok(Written { keys, left_out })
 }
 
 /// Tags just written may read back stale for seconds: read until they show, within the budget.
@@ -311,6 +507,40 @@ fn agreed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tags(n: usize) -> BTreeMap<String, String> {
+        (0..n)
+            .map(|i| (format!("team-{i:02}"), "x".to_owned()))
+            .collect()
+    }
+
+    fn ours() -> BTreeMap<String, String> {
+        PRIORITY
+            .iter()
+            .map(|k| (k.to_string(), "v".to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn close_to_the_limit_the_status_and_incident_go_first_and_the_rest_is_named() {
+        let (fits, left_out) = fit(&tags(48), &ours());
+        let keys: Vec<&str> = fits.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, [STATUS, INCIDENT]);
+        assert_eq!(left_out, [CONTAINED_AT, REASON, CHANGES]);
+    }
+
+    #[test]
+    fn keys_the_instance_already_has_take_no_room_and_aws_tags_do_not_count() {
+        let mut carried = tags(45);
+        carried.insert(STATUS.to_owned(), "partial".to_owned());
+        carried.insert("aws:cloudformation:stack-name".to_owned(), "s".to_owned());
+        let (fits, left_out) = fit(&carried, &ours());
+        assert_eq!(fits.len(), 5, "{fits:?}");
+        assert!(left_out.is_empty());
+        let (fits, left_out) = fit(&tags(50), &ours());
+        assert!(fits.is_empty());
+        assert_eq!(left_out[0], STATUS);
+    }
 
     fn step(step: Step, status: Status) -> (Step, Status) {
         (step, status)

@@ -2,7 +2,9 @@
 //! incident, so that anyone looking at it in the console sees it was let out and by what
 //! decision.
 //!
-//! IAM: `ec2:CreateTags`, `ec2:DeleteTags` (on `ec2-quarantine:*` keys only), `ec2:DescribeTags`.
+//! IAM: `ec2:CreateTags` (instances, network interfaces, volumes), `ec2:DeleteTags` (instances),
+//! both on `ec2-quarantine:*` keys only; `ec2:DescribeTags`. The marks on the interfaces and
+//! volumes take the release's status.
 //!
 //! A full release deletes the tags that describe the containment (`incident`, `contained-at`,
 //! `reason`, `changes`): they are not evidence (the incident record, the snapshots' own tags
@@ -18,7 +20,9 @@ use aws_sdk_ec2::types::{Filter, Tag};
 
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::contain::instance::InstanceFacts;
-use crate::contain::tags::{CHANGES, CONTAINED_AT, INCIDENT, REASON, STATUS};
+use crate::contain::tags::{
+    marked_resources, read_back_marks, write_marks, CHANGES, CONTAINED_AT, INCIDENT, REASON, STATUS,
+};
 use crate::contain::{step_report, StepResult};
 use crate::incident::RELEASED;
 use crate::report::{Step, StepReport};
@@ -69,11 +73,26 @@ pub async fn tag_released(
 ) -> StepReport {
     let started = Instant::now();
     let (put, delete) = wanted(&facts.tags, incident, status, reason, now);
-    step_report(
-        Step::TagInstance,
-        started,
-        apply(clients, &facts.instance_id, &put, &delete).await,
-    )
+    // The marks on the interfaces and volumes follow the status: the guard lets go of them only
+    // once they say `released`.
+    let marked = marked_resources(facts);
+    let marks = async {
+        write_marks(clients, &marked, &[(STATUS, status)]).await?;
+        read_back_marks(clients, &marked, status).await
+    };
+    let (tagged, marks) = tokio::join!(apply(clients, &facts.instance_id, &put, &delete), marks);
+    let result = tagged.and_then(|mut result| {
+        marks?;
+        if !marked.is_empty() {
+            result.detail = format!(
+                "{}; {} interface(s) and volume(s) marked {STATUS}={status}",
+                result.detail,
+                marked.len()
+            );
+        }
+        Ok(result)
+    });
+    step_report(Step::TagInstance, started, result)
 }
 
 async fn apply(

@@ -7,12 +7,12 @@ use crate::support::scenario::{Options, Scenario};
 use crate::support::with_faults;
 
 /// The report carried by a failed invocation.
-fn failed_report(result: Result<ec2_quarantine::report::Report, String>) -> Value {
+pub fn failed_report(result: Result<ec2_quarantine::report::Report, String>) -> Value {
     let message = result.expect_err("the invocation fails so that Lambda retries it");
     serde_json::from_str(&message).expect("the error carries the report")
 }
 
-fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+pub fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["instances"][0]["steps"]
         .as_array()
         .unwrap()

@@ -5,6 +5,7 @@ use aws_sdk_ec2::types::InstanceAttributeName;
 use ec2_quarantine::report::{Outcome, Status, Step};
 
 use crate::containment::{contain, contain_with, trigger_event};
+use crate::faults::{failed_report, step};
 use crate::support::faults::Faults;
 use crate::support::scenario::{Options, Scenario};
 use crate::support::with_faults;
@@ -79,9 +80,111 @@ async fn a_stopped_instance_is_contained_as_far_as_aws_allows() {
         .unwrap();
     let (result, _) = contain(&s, trigger_event(&[&s.instance_id]), &[]).await;
     let report = result.expect("the invocation succeeds");
-    for step in &report.instances[0].steps {
-        println!("{:?} {:?} {}", step.step, step.status, step.detail);
-    }
+    // Every step applies to a stopped instance: it comes back isolated if someone starts it.
     assert_eq!(report.outcome, Outcome::Contained);
+    for step in &report.instances[0].steps {
+        assert_ne!(step.status, Status::Failed, "{step:?}");
+    }
     crate::faults::assert_cut_off(&s).await;
+}
+
+/// The scenario's instance in its Auto Scaling group, as Auto Scaling reports it in `state` (the
+/// emulator keeps every attached instance InService).
+fn in_lifecycle_state(faults: &Faults, state: &'static str) {
+    let to: &'static str =
+        Box::leak(format!("<LifecycleState>{state}</LifecycleState>").into_boxed_str());
+    faults.rewrite(
+        "DescribeAutoScalingInstances",
+        "<LifecycleState>InService</LifecycleState>",
+        to,
+    );
+}
+
+/// The detail of the failed `detach-auto-scaling` step in a failed invocation's report.
+fn at_risk_detail(result: Result<ec2_quarantine::report::Report, String>) -> String {
+    let report = failed_report(result);
+    let step = step(&report, "detach-auto-scaling");
+    assert_eq!(step["status"], "failed", "{step}");
+    step["detail"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_instance_a_termination_hook_holds_gets_a_heartbeat_and_is_reported_at_risk() {
+    let s = Scenario::build(Options {
+        auto_scaling_group: true,
+        ..Options::default()
+    })
+    .await;
+    let group = s.auto_scaling_group.clone().unwrap();
+    let hook = crate::support::unique("keep");
+    s.account
+        .autoscaling
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(&group)
+        .lifecycle_hook_name(&hook)
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .send()
+        .await
+        .unwrap();
+    let faults = Faults::default();
+    in_lifecycle_state(&faults, "Terminating:Wait");
+    // The emulator has no RecordLifecycleActionHeartbeat: AWS's answer, once, and only if asked.
+    faults.answer_once(
+        "RecordLifecycleActionHeartbeat",
+        "<RecordLifecycleActionHeartbeatResponse xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\">\
+         <RecordLifecycleActionHeartbeatResult/><ResponseMetadata><RequestId>r</RequestId>\
+         </ResponseMetadata></RecordLifecycleActionHeartbeatResponse>"
+            .to_owned(),
+    );
+    let (result, log) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    let detail = at_risk_detail(result);
+    assert!(
+        detail.contains("Terminating:Wait")
+            && detail.contains(&format!("heartbeat on {hook}"))
+            && detail.contains("evidence at risk"),
+        "{detail}"
+    );
+    assert_eq!(faults.injected("RecordLifecycleActionHeartbeat"), 1);
+    assert_eq!(
+        log.count("DetachInstances"),
+        0,
+        "never detached from Terminating:Wait"
+    );
+    // The cuts hold all the same.
+    crate::faults::assert_cut_off(&s).await;
+}
+
+#[tokio::test]
+async fn an_instance_in_a_state_auto_scaling_cannot_detach_is_reported_at_risk_with_its_state() {
+    for state in ["Pending:Wait", "Warmed:Running"] {
+        let s = Scenario::build(Options {
+            auto_scaling_group: true,
+            ..Options::default()
+        })
+        .await;
+        let faults = Faults::default();
+        in_lifecycle_state(&faults, state);
+        let (result, log) = contain_with(
+            &s,
+            trigger_event(&[&s.instance_id]),
+            &[],
+            &with_faults(&s.account.sdk, &faults),
+        )
+        .await;
+        let detail = at_risk_detail(result);
+        assert!(
+            detail.contains(&format!("is {state} in"))
+                && detail.contains("evidence at risk")
+                && !detail.contains("not in an Auto Scaling group"),
+            "{state}: {detail}"
+        );
+        assert_eq!(log.count("DetachInstances"), 0);
+    }
 }

@@ -274,6 +274,18 @@ async fn a_contained_two_interface_instance_is_released_to_its_exact_original_st
 
     // Exactly as before containment, read from the account.
     assert_eq!(restorable(&s).await, before);
+    // The marks say released, so the guard lets go of the interfaces and volumes.
+    for resource in s.interfaces.iter().chain(&s.volumes) {
+        assert_eq!(
+            s.account
+                .marks_of(resource)
+                .await
+                .get("ec2-quarantine:status")
+                .map(String::as_str),
+            Some("released"),
+            "{resource}"
+        );
+    }
     // The deny is gone for this instance and kept for the other.
     assert_eq!(
         denied_arns(&role_policy(&s, &role).await),

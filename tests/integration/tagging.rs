@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use ec2_quarantine::contain::tags::{CHANGES, STATUS};
+use ec2_quarantine::contain::tags::{CHANGES, INCIDENT, STATUS};
 use ec2_quarantine::report::{InstanceOutcome, Outcome, Report, Status, Step};
 
 use crate::containment::{contain_with, trigger_event};
@@ -14,10 +14,6 @@ use crate::support::{with_faults, CallLog};
 
 /// A bound on a wait for a condition, not a pause: it only turns a hang into a failure.
 const AT_MOST: Duration = Duration::from_secs(60);
-
-fn tag_writes(calls: &[String]) -> usize {
-    calls.iter().filter(|c| c.ends_with(".CreateTags")).count()
-}
 
 async fn with_profile() -> Scenario {
     Scenario::build(Options {
@@ -64,7 +60,7 @@ async fn the_tags_are_written_while_the_interfaces_are_still_being_read_back() {
         Some("contained")
     );
     assert_eq!(
-        tag_writes(&log.calls()),
+        log.tag_writes_on(&s.instance_id),
         1,
         "every read-back agreed, so the early tags stand"
     );
@@ -119,7 +115,7 @@ async fn a_read_back_that_disagrees_after_the_tags_went_out_corrects_them() {
         "a move the read-back contradicts is not named as a change: {changes}"
     );
     assert_eq!(
-        tag_writes(&log.calls()),
+        log.tag_writes_on(&s.instance_id),
         2,
         "the early write, then the correction"
     );
@@ -129,14 +125,17 @@ async fn a_read_back_that_disagrees_after_the_tags_went_out_corrects_them() {
 async fn a_failed_early_tag_write_is_made_again_with_the_final_tags() {
     let s = with_profile().await;
     let faults = Faults::default();
-    faults.deny_next("CreateTags", "UnauthorizedOperation", 1);
+    // The instance's own tags, not the marks on its interfaces and volumes.
+    let on_the_instance: &'static str =
+        Box::leak(format!("ResourceId.1={}", s.instance_id).into_boxed_str());
+    faults.deny_next_when("CreateTags", on_the_instance, "UnauthorizedOperation", 1);
     let sdk = with_faults(&s.account.sdk, &faults);
     let (result, log) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &sdk).await;
     let report = result.expect("contained, and tagged at the second write");
     assert_eq!(report.outcome, Outcome::Contained);
     assert_eq!(faults.injected("CreateTags"), 1);
     assert_eq!(
-        tag_writes(&log.calls()),
+        log.tag_writes_on(&s.instance_id),
         2,
         "the early write, then the final one"
     );
@@ -149,5 +148,65 @@ async fn a_failed_early_tag_write_is_made_again_with_the_final_tags() {
     assert_eq!(
         s.account.tag_of(&s.instance_id, STATUS).await.as_deref(),
         Some("contained")
+    );
+}
+
+#[tokio::test]
+async fn every_interface_and_volume_is_marked_with_the_status_and_the_incident() {
+    let s = with_profile().await;
+    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &s.account.sdk).await;
+    let report = result.expect("contained");
+    let incident = report.instances[0].incident.clone().unwrap();
+    assert!(!s.interfaces.is_empty() && !s.volumes.is_empty());
+    for resource in s.interfaces.iter().chain(&s.volumes) {
+        let marks = s.account.marks_of(resource).await;
+        assert_eq!(
+            marks.get(STATUS).map(String::as_str),
+            Some("contained"),
+            "{resource}: {marks:?}"
+        );
+        assert_eq!(
+            marks.get(INCIDENT),
+            Some(&incident),
+            "{resource}: {marks:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_instance_close_to_fifty_tags_gets_its_status_and_incident_and_the_report_names_the_rest(
+) {
+    let s = with_profile().await;
+    // 48 tags of its own: room for two more.
+    let mut tagging = s.account.ec2.create_tags().resources(&s.instance_id);
+    for i in 0..48 {
+        tagging = tagging.tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(format!("team-{i:02}"))
+                .value("x")
+                .build(),
+        );
+    }
+    tagging.send().await.unwrap();
+    let (result, _) = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &s.account.sdk).await;
+    let report = result.expect("the invocation succeeds");
+    let instance = &report.instances[0];
+    assert_eq!(instance.outcome, InstanceOutcome::Contained);
+    assert_eq!(
+        s.account.tag_of(&s.instance_id, STATUS).await.as_deref(),
+        Some("contained")
+    );
+    assert_eq!(
+        s.account.tag_of(&s.instance_id, INCIDENT).await,
+        instance.incident
+    );
+    assert_eq!(s.account.instance(&s.instance_id).await.tags().len(), 50);
+    let step = instance.step(Step::TagInstance).unwrap();
+    assert!(
+        step.detail
+            .contains("did not fit in the 50 tags EC2 allows")
+            && step.detail.contains(CHANGES),
+        "{}",
+        step.detail
     );
 }

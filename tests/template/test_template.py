@@ -83,6 +83,8 @@ FUNCTION_ACTIONS = {
     "iam:PutRolePolicy",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DetachInstances",
+    "autoscaling:DescribeLifecycleHooks",
+    "autoscaling:RecordLifecycleActionHeartbeat",
     "elasticloadbalancing:DescribeTargetGroups",
     "elasticloadbalancing:DescribeTargetHealth",
     "elasticloadbalancing:DeregisterTargets",

@@ -10,18 +10,43 @@ use crate::contain::instance::InstanceFacts;
 use crate::contain::{load_balancing, scaling};
 
 pub(super) async fn plan_detach(clients: &Clients, instance_id: &str) -> Result<Plan, AwsError> {
-    let changes = match scaling::membership(clients, instance_id).await? {
-        None => Vec::new(),
-        Some(group) => vec![change(
-            "DetachInstances",
-            &group,
+    let member = scaling::lifecycle(clients, instance_id).await?;
+    let (changes, unchanged) = match scaling::plan(member.as_ref()) {
+        scaling::Plan::NotAMember => (Vec::new(), "not in an Auto Scaling group".to_owned()),
+        scaling::Plan::Detached { group, state } => {
+            (Vec::new(), format!("already leaving {group} ({state})"))
+        }
+        scaling::Plan::Detach { group } => (
+            vec![change(
+                "DetachInstances",
+                &group,
+                format!(
+                    "would detach {instance_id} from {group} without lowering its desired \
+                     capacity (the group launches a replacement)"
+                ),
+            )],
+            String::new(),
+        ),
+        scaling::Plan::Heartbeat { group } => (
+            vec![change(
+                "RecordLifecycleActionHeartbeat",
+                &group,
+                format!(
+                    "would record a heartbeat on every termination hook of {group} holding \
+                     {instance_id} (Terminating:Wait): it cannot be detached (evidence at risk)"
+                ),
+            )],
+            String::new(),
+        ),
+        scaling::Plan::AtRisk { group, state } => (
+            Vec::new(),
             format!(
-                "would detach {instance_id} from {group} without lowering its desired capacity \
-                 (the group launches a replacement)"
+                "{instance_id} is {state} in {group} and cannot be detached now (evidence at \
+                 risk: Auto Scaling can still terminate the instance)"
             ),
-        )],
+        ),
     };
-    Ok(Plan::changes(changes, "not in an Auto Scaling group"))
+    Ok(Plan::changes(changes, unchanged))
 }
 
 pub(super) async fn plan_target_groups(

@@ -132,6 +132,25 @@ impl Faults {
         self
     }
 
+    /// The next `times` calls of `operation` whose request body contains `body_contains` fail
+    /// with `code`.
+    pub fn deny_next_when(
+        &self,
+        operation: &'static str,
+        body_contains: &'static str,
+        code: &'static str,
+        times: u32,
+    ) -> &Self {
+        self.rules.lock().unwrap().push(Rule {
+            operation,
+            fault: Fault::Error { status: 400, code },
+            body_contains: Some(body_contains),
+            remaining: Some(times),
+            injected: 0,
+        });
+        self
+    }
+
     /// The next `times` calls of `operation` fail with `code`, which the SDK does not retry.
     pub fn deny_next(&self, operation: &'static str, code: &'static str, times: u32) -> &Self {
         self.add(operation, Fault::Error { status: 403, code }, Some(times))

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use aws_config::SdkConfig;
 use aws_like::{AwsLike, Behaviour};
 use aws_sdk_ec2::config::Credentials;
+use aws_sdk_ec2::operation::create_tags::CreateTagsInput;
 use aws_sdk_ec2::operation::modify_network_interface_attribute::ModifyNetworkInterfaceAttributeInput;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthInput;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -136,6 +137,8 @@ pub struct CallLog {
     /// The target group of each `DescribeTargetHealth`, in the order sent: the emulator is shared
     /// with tests running at once, whose groups every listing also finds.
     target_health_reads: Arc<Mutex<Vec<String>>>,
+    /// The resources of each `CreateTags`, in the order sent.
+    tag_writes: Arc<Mutex<Vec<Vec<String>>>>,
 }
 
 /// One `ModifyNetworkInterfaceAttribute` as sent.
@@ -211,6 +214,16 @@ impl CallLog {
             .count()
     }
 
+    /// How many `CreateTags` named `resource`.
+    pub fn tag_writes_on(&self, resource: &str) -> usize {
+        self.tag_writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|resources| resources.iter().any(|r| r == resource))
+            .count()
+    }
+
     pub fn count(&self, operation: &str) -> usize {
         self.calls()
             .iter()
@@ -242,6 +255,12 @@ impl Intercept for CallLog {
                 .lock()
                 .unwrap()
                 .push(input.target_group_arn().unwrap_or_default().to_owned());
+        }
+        if let Some(input) = context.input().downcast_ref::<CreateTagsInput>() {
+            self.tag_writes
+                .lock()
+                .unwrap()
+                .push(input.resources().to_vec());
         }
         if let Some(input) = context
             .input()

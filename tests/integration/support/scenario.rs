@@ -239,6 +239,31 @@ impl Account {
             .and_then(|t| t.value().map(str::to_owned))
     }
 
+    /// The `ec2-quarantine:` tags of any resource (an interface, a volume), by key.
+    pub async fn marks_of(&self, resource_id: &str) -> std::collections::BTreeMap<String, String> {
+        self.ec2
+            .describe_tags()
+            .filters(
+                Filter::builder()
+                    .name("resource-id")
+                    .values(resource_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .tags()
+            .iter()
+            .filter(|t| t.key().is_some_and(|k| k.starts_with("ec2-quarantine:")))
+            .map(|t| {
+                (
+                    t.key().unwrap().to_owned(),
+                    t.value().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn attribute(&self, instance_id: &str, name: InstanceAttributeName) -> String {
         let out = self
             .ec2
