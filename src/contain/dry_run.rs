@@ -247,7 +247,7 @@ async fn plan_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport {
     let tagged = report(
         Step::TagInstance,
         Instant::now(),
-        Ok(plan_tags(inv, &facts, &incident, &steps)),
+        Ok(plan_tags(inv, &facts, &incident, &steps).await),
     );
     steps.push(tagged);
 
@@ -289,8 +289,9 @@ fn plan_claim(
     }
 }
 
-/// The tags a real run would write if every planned step succeeded.
-fn plan_tags(
+/// The tags (and the marks on the interfaces and volumes) a real run would write if every
+/// planned step succeeded.
+async fn plan_tags(
     inv: &Invocation<'_>,
     facts: &InstanceFacts,
     incident: &str,
@@ -316,7 +317,7 @@ fn plan_tags(
         .filter(|(k, v)| facts.tags.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let changes = if differing.is_empty() {
+    let mut changes = if differing.is_empty() {
         Vec::new()
     } else {
         vec![change(
@@ -329,6 +330,24 @@ fn plan_tags(
             ),
         )]
     };
+    let marks: Vec<(&str, &str)> = [tags::STATUS, tags::INCIDENT]
+        .into_iter()
+        .filter_map(|key| Some((key, wanted.get(key)?.as_str())))
+        .collect();
+    let current = tags::read_marks(inv.clients, facts).await.ok();
+    let unmarked = tags::unmarked(&tags::marked_resources(facts), current.as_ref(), &marks);
+    if !unmarked.is_empty() {
+        let marks: Vec<String> = marks.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        changes.push(change(
+            "CreateTags",
+            unmarked.join(", "),
+            format!(
+                "would mark {} with {}",
+                unmarked.join(", "),
+                marks.join(", ")
+            ),
+        ));
+    }
     Plan::changes(
         changes,
         format!(

@@ -432,7 +432,10 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
     // those steps' read-backs, and are corrected if a read-back disagrees: a round trip sooner
     // than after the read-backs, on the path that ends the containment.
     let early_tags = async {
-        let statuses = progress.all_written().await;
+        // The marks the interfaces and volumes carry, read while the steps run, so that a re-run
+        // writes none and a first run writes them in the same round trip as the tags.
+        let (statuses, marks_now) =
+            tokio::join!(progress.all_written(), tags::read_marks(clients, &facts));
         // The time every change had been made: when the tags first say so. The record's final
         // status carries the same time, although it is written a round trip later.
         let now = now_rfc3339();
@@ -446,7 +449,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
             &now,
         );
         (
-            Box::pin(tags::write_early(clients, &facts, wanted)).await,
+            Box::pin(tags::write_early(clients, &facts, wanted, marks_now)).await,
             now,
         )
     };

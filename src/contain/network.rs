@@ -166,7 +166,7 @@ impl IsolationGroups {
                     };
                     let vpcs: BTreeSet<&str> = groups.iter().filter_map(|g| g.vpc_id()).collect();
                     for vpc_id in vpcs {
-                        if let Some(group) = ours(&groups, &kind.name, role, vpc_id) {
+                        if let Some(group) = ours(&groups, &kind.name, role.tag_value(), vpc_id) {
                             by_vpc.insert((role, vpc_id.to_owned()), group.clone());
                         }
                     }
@@ -265,6 +265,44 @@ impl IsolationGroups {
             .clone()
     }
 
+    /// An interim group without its allow-all rules was closed by an invocation whose interface
+    /// could not leave it ([`close_interim`]): every interface still on it moves onto the VPC's
+    /// isolation group before the rules come back. One that cannot keeps the group closed, and
+    /// this invocation's moves go straight to isolation.
+    async fn free_interim(
+        &self,
+        clients: &Clients,
+        interim: &str,
+        vpc_id: &str,
+    ) -> Result<(), AwsError> {
+        let held = interfaces_on(clients, interim).await?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let keep_closed = |e: AwsError| AwsError {
+            message: format!(
+                "the interim group {interim} holds {} and stays closed until they can move to \
+                 isolation: {}",
+                held.join(", "),
+                e.message
+            ),
+            ..e
+        };
+        // Boxed: ensuring the interim group may ensure the isolation group, through this.
+        let isolation = Box::pin(self.ensure(clients, vpc_id))
+            .await
+            .map_err(keep_closed)?;
+        for result in join_all(
+            held.iter()
+                .map(|eni| set_groups(clients, eni, &isolation.group_id)),
+        )
+        .await
+        {
+            result.map_err(keep_closed)?;
+        }
+        Ok(())
+    }
+
     async fn ensure_uncached(
         &self,
         clients: &Clients,
@@ -282,9 +320,8 @@ impl IsolationGroups {
             Some(Ok(by_vpc)) => by_vpc.get(&(role, vpc_id.to_owned())).cloned(),
             // The shared lookup failed (a transient error); ask again for this VPC alone.
             _ => {
-                let names = candidate_names(&kind.name, vpc_id).to_vec();
-                let found = describe_groups(clients, by_names(names, vpc_id)).await?;
-                ours(&found, &kind.name, role, vpc_id).cloned()
+                let found = describe_groups(clients, tagged_in(role.tag_value(), vpc_id)).await?;
+                ours(&found, &kind.name, role.tag_value(), vpc_id).cloned()
             }
         };
         let (group, created) = match known {
@@ -294,6 +331,9 @@ impl IsolationGroups {
         let group_id = group.group_id().unwrap_or_default().to_owned();
         // A group just created has the rules AWS gives every new group, so its rules are set
         // from that without reading it first, and read back beside the moves ([`Self::verify`]).
+        if role == Role::Interim && !created && needs_change(&group, &kind.ingress, &kind.egress) {
+            self.free_interim(clients, &group_id, vpc_id).await?;
+        }
         let (removed, added) = if created {
             write_rules(clients, &group, &kind.ingress, &kind.egress).await?
         } else {
@@ -337,11 +377,11 @@ fn role_tag(role: Role) -> Tag {
         .build()
 }
 
-fn is_tagged(group: &SecurityGroup, role: Role) -> bool {
+fn is_tagged(group: &SecurityGroup, role: &str) -> bool {
     group
         .tags()
         .iter()
-        .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(role.tag_value()))
+        .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(role))
 }
 
 /// The names a group of kind `name` may have in `vpc_id`, in the order they are tried: its own,
@@ -351,23 +391,53 @@ pub fn candidate_names(name: &str, vpc_id: &str) -> [String; 2] {
     [name.to_owned(), format!("{name}-{vpc_id}")]
 }
 
-/// Pure: our group for `role` in `vpc_id` among `groups`: tagged with the role, with one of its
-/// candidate names, the first name first.
-fn ours<'a>(
+/// When every candidate name is held by a group ec2-quarantine did not create: a name nobody can
+/// guess, `<name>-<vpc id>-<8 hex digits>`, so that squatting names cannot block the cut.
+fn unguessable_name(name: &str, vpc_id: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let mixed = nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(16) ^ std::process::id();
+    format!("{name}-{vpc_id}-{mixed:08x}")
+}
+
+/// Pure: our group for the role tagged `role` in `vpc_id` among `groups`: tagged with the role,
+/// under a candidate name (the first first), else under an unguessable name (the lowest id, so
+/// that every invocation picks the same one).
+pub(crate) fn ours<'a>(
     groups: &'a [SecurityGroup],
     name: &str,
-    role: Role,
+    role: &str,
     vpc_id: &str,
 ) -> Option<&'a SecurityGroup> {
-    candidate_names(name, vpc_id)
+    let tagged = || {
+        groups
+            .iter()
+            .filter(move |g| g.vpc_id() == Some(vpc_id) && is_tagged(g, role))
+    };
+    let by_candidate = candidate_names(name, vpc_id)
         .into_iter()
-        .find_map(|candidate| {
-            groups.iter().find(|g| {
-                g.vpc_id() == Some(vpc_id)
-                    && g.group_name() == Some(candidate.as_str())
-                    && is_tagged(g, role)
-            })
-        })
+        .find_map(|candidate| tagged().find(|g| g.group_name() == Some(candidate.as_str())));
+    let unguessable = format!("{name}-{vpc_id}-");
+    by_candidate.or_else(|| {
+        tagged()
+            .filter(|g| g.group_name().is_some_and(|n| n.starts_with(&unguessable)))
+            .min_by_key(|g| g.group_id())
+    })
+}
+
+/// The groups of one VPC tagged with a role.
+pub(crate) fn tagged_in(role: &str, vpc_id: &str) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{}", tags::ROLE))
+            .values(role)
+            .build(),
+        Filter::builder().name("vpc-id").values(vpc_id).build(),
+    ]
 }
 
 fn by_names(names: Vec<String>, vpc_id: &str) -> Vec<Filter> {
@@ -435,7 +505,8 @@ async fn create_or_adopt_as(
     role: Role,
 ) -> Result<(SecurityGroup, bool), AwsError> {
     let mut squatters = Vec::new();
-    for candidate in candidate_names(name, vpc_id) {
+    let [own, vpc_named] = candidate_names(name, vpc_id);
+    for candidate in [own, vpc_named, unguessable_name(name, vpc_id)] {
         match create_as(clients, &candidate, vpc_id, role).await {
             Ok(group) => return Ok((group, true)),
             Err(e) if e.has_code("InvalidGroup.Duplicate") => {
@@ -451,7 +522,7 @@ async fn create_or_adopt_as(
                             ),
                         )
                     })?;
-                if is_tagged(&found, role) {
+                if is_tagged(&found, role.tag_value()) {
                     return Ok((found, false));
                 }
                 squatters.push(format!(
@@ -529,7 +600,13 @@ async fn converge_rules(
         let (r, a) = write_rules(clients, &current, ingress, egress).await?;
         revoked += r;
         added += a;
-        current = read_group(clients, group_id).await?;
+        // Rules just changed may read back stale for seconds: a stale read would only lead to
+        // the same change again.
+        current = until_settled(
+            || read_group(clients, group_id),
+            |g| !needs_change(g, ingress, egress),
+        )
+        .await?;
     }
     Err(AwsError::local(
         "DescribeSecurityGroups",
@@ -730,25 +807,18 @@ pub async fn isolate(
             .filter_map(|g| g.as_ref().ok())
             .map(|g| groups.verify(clients, Role::Isolation, g)),
     );
-    let verify_interim = join_all(
-        interim
-            .values()
-            .filter_map(|g| g.as_ref()?.as_ref().ok())
-            .map(|g| groups.verify(clients, Role::Interim, g)),
-    );
-    // Interim groups an interface could not leave: closed once the moves and the groups'
-    // read-backs (which set the interim group's rules) have ended.
-    let stuck = Mutex::new(BTreeSet::new());
-    let (mut moved, group_report) = tokio::join!(
+    // The interim group is not read back: an extra rule on an allow-all group changes nothing,
+    // and a read-back that put its rules back could reopen a group an interface stuck on it had
+    // closed ([`close_interim`]).
+    let (moved, group_report) = tokio::join!(
         async {
             claimed.await;
             let moved_at = Instant::now();
-            let moved = move_interfaces(clients, facts, &ensured, &interim, progress, &stuck).await;
+            let moved = move_interfaces(clients, facts, &ensured, &interim, progress).await;
             step_report(Step::MoveNetworkInterfaces, moved_at, moved)
         },
         async {
-            let (verified_isolation, verified_interim) =
-                tokio::join!(verify_isolation, verify_interim);
+            let verified_isolation = verify_isolation.await;
             let report = step_report(
                 Step::IsolationGroup,
                 started,
@@ -756,14 +826,6 @@ pub async fn isolate(
                     let mut fixed = Vec::new();
                     for verified in verified_isolation {
                         fixed.extend(verified?);
-                    }
-                    // The interim group only matters while an interface passes through it; a
-                    // failed read-back of it is told, not counted as a failed cut.
-                    for verified in verified_interim {
-                        match verified {
-                            Ok(f) => fixed.extend(f),
-                            Err(e) => fixed.push(format!("interim group not read back ({e})")),
-                        }
                     }
                     if !fixed.is_empty() {
                         result.detail = format!("{}; {}", result.detail, fixed.join("; "));
@@ -775,13 +837,6 @@ pub async fn isolate(
             report
         },
     );
-    for interim in stuck.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        let closed = close_interim(clients, &interim).await;
-        moved.detail = format!("{}; {closed}", moved.detail);
-        if let Some(error) = moved.error.as_mut() {
-            error.message = format!("{}; {closed}", error.message);
-        }
-    }
     progress.finished(&moved);
     NetworkCut {
         group: group_report,
@@ -839,7 +894,6 @@ async fn move_interfaces(
     ensured: &BTreeMap<&str, Result<EnsuredGroup, AwsError>>,
     interim: &BTreeMap<&str, Option<Result<EnsuredGroup, AwsError>>>,
     progress: &Progress,
-    stuck: &Mutex<BTreeSet<String>>,
 ) -> Result<StepResult, AwsError> {
     if facts.interfaces.is_empty() {
         return Ok(StepResult::skipped("the instance has no network interface"));
@@ -875,7 +929,7 @@ async fn move_interfaces(
             None => {}
         }
     }
-    let results = join_all(to_move.iter().map(|m| move_one(clients, m, stuck))).await;
+    let results = join_all(to_move.iter().map(|m| move_one(clients, m))).await;
     let mut moved = Vec::new();
     for result in results {
         match result {
@@ -894,7 +948,7 @@ async fn move_interfaces(
         },
     );
     if !to_move.is_empty() {
-        verify_interfaces(clients, &to_move, stuck)
+        verify_interfaces(clients, &to_move)
             .await
             .map_err(|e| first_error.take().unwrap_or(e))?;
     }
@@ -924,11 +978,7 @@ async fn move_interfaces(
 /// in the same round trip, not before it.
 ///
 /// Returns the sequence, as the report shows it.
-async fn move_one(
-    clients: &Clients,
-    m: &Move<'_>,
-    stuck: &Mutex<BTreeSet<String>>,
-) -> Result<String, AwsError> {
+async fn move_one(clients: &Clients, m: &Move<'_>) -> Result<String, AwsError> {
     let (shortened, through) = tokio::join!(
         async {
             match m.interim {
@@ -969,28 +1019,20 @@ async fn move_one(
     }
     if let Err(e) = set_groups(clients, m.eni, m.isolation).await {
         return Err(match on_interim {
-            Some(interim) => left_on_interim(m, interim, e, stuck),
+            Some(interim) => left_on_interim(clients, m, interim, e).await,
             None => e,
         });
     }
     Ok(format!("{}: {}", m.eni, sequence.join(", ")))
 }
 
-/// The move onto isolation failed with the interface on the interim group: the group is noted
-/// for closing ([`close_interim`]), and the error says where the interface is.
-fn left_on_interim(
-    m: &Move<'_>,
-    interim: &str,
-    e: AwsError,
-    stuck: &Mutex<BTreeSet<String>>,
-) -> AwsError {
-    stuck
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(interim.to_owned());
+/// The move onto isolation failed with the interface on the interim group: the group is closed
+/// at once ([`close_interim`]), and the error says where the interface is and what was done.
+async fn left_on_interim(clients: &Clients, m: &Move<'_>, interim: &str, e: AwsError) -> AwsError {
+    let closed = close_interim(clients, interim).await;
     AwsError {
         message: format!(
-            "{} not moved onto {} ({}); it is left on the interim group {interim}",
+            "{} not moved onto {} ({}); it is left on the interim group {interim}; {closed}",
             m.eni, m.isolation, e.message
         ),
         ..e
@@ -1033,9 +1075,10 @@ async fn set_groups(clients: &Clients, eni: &str, group: &str) -> Result<(), Aws
 }
 
 /// Fail closed: an interface that could not leave the allow-all interim group must not stay open
-/// on it, so the interim group loses every rule and becomes an isolation group itself. Another
-/// invocation that later needs the interim group puts its rules back, and moves this interface
-/// on with its own; until then the door is shut. Returns what the report says.
+/// on it, so the interim group loses every rule and becomes an isolation group itself. An
+/// invocation that later needs the interim group first moves every interface it finds on it onto
+/// the isolation group, and puts the allow-all rules back only once none is left
+/// ([`IsolationGroups::free_interim`]). Returns what the report says.
 async fn close_interim(clients: &Clients, interim: &str) -> String {
     let closed = async {
         let group = read_group(clients, interim).await?;
@@ -1056,11 +1099,7 @@ async fn close_interim(clients: &Clients, interim: &str) -> String {
 /// same instance after our last move, and that invocation's own isolation move may never come
 /// (it may be cut short), so it is moved on to the isolation group again and read back once
 /// more.
-async fn verify_interfaces(
-    clients: &Clients,
-    moved: &[Move<'_>],
-    stuck: &Mutex<BTreeSet<String>>,
-) -> Result<(), AwsError> {
+async fn verify_interfaces(clients: &Clients, moved: &[Move<'_>]) -> Result<(), AwsError> {
     const ROUNDS: usize = 3;
     let mut pending: Vec<&Move<'_>> = moved.iter().collect();
     for _ in 0..ROUNDS {
@@ -1092,7 +1131,7 @@ async fn verify_interfaces(
         }
         let moved_on = join_all(again.iter().map(|m| async move {
             match (set_groups(clients, m.eni, m.isolation).await, &m.interim) {
-                (Err(e), Some(Ok(interim))) => Err(left_on_interim(m, interim, e, stuck)),
+                (Err(e), Some(Ok(interim))) => Err(left_on_interim(clients, m, interim, e).await),
                 (result, _) => result,
             }
         }))
@@ -1120,6 +1159,26 @@ impl Move<'_> {
             _ => false,
         }
     }
+}
+
+/// The interfaces that have `group` among their groups.
+async fn interfaces_on(clients: &Clients, group: &str) -> Result<Vec<String>, AwsError> {
+    let mut found = Vec::new();
+    let mut pages = clients
+        .ec2
+        .describe_network_interfaces()
+        .filters(Filter::builder().name("group-id").values(group).build())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(aws_err("DescribeNetworkInterfaces"))?;
+        found.extend(
+            page.network_interfaces()
+                .iter()
+                .filter_map(|n| n.network_interface_id().map(str::to_owned)),
+        );
+    }
+    Ok(found)
 }
 
 /// Each interface's groups, by interface id.
@@ -1152,6 +1211,8 @@ async fn read_interface_groups(
 mod tests {
     use super::*;
 
+    const ISO: &str = tags::ROLE_ISOLATION;
+
     fn group(id: &str, name: &str, vpc: &str, role: Option<Role>) -> SecurityGroup {
         let group = SecurityGroup::builder()
             .group_id(id)
@@ -1171,8 +1232,31 @@ mod tests {
             group("sg-own-name", "iso", "vpc-1", Some(Role::Isolation)),
             group("sg-interim", "iso-interim", "vpc-1", Some(Role::Interim)),
         ];
-        let found = ours(&groups, "iso", Role::Isolation, "vpc-1");
+        let found = ours(&groups, "iso", ISO, "vpc-1");
         assert_eq!(found.and_then(|g| g.group_id()), Some("sg-own-name"));
+    }
+
+    #[test]
+    fn with_both_names_squatted_the_lowest_unguessably_named_group_is_ours() {
+        let groups = [
+            group("sg-by-hand", "iso", "vpc-1", None),
+            group("sg-by-hand-2", "iso-vpc-1", "vpc-1", None),
+            group("sg-b", "iso-vpc-1-0000beef", "vpc-1", Some(Role::Isolation)),
+            group("sg-a", "iso-vpc-1-0000cafe", "vpc-1", Some(Role::Isolation)),
+            group(
+                "sg-c",
+                "other-vpc-1-00000001",
+                "vpc-1",
+                Some(Role::Isolation),
+            ),
+        ];
+        let found = ours(&groups, "iso", ISO, "vpc-1");
+        assert_eq!(found.and_then(|g| g.group_id()), Some("sg-a"));
+        assert!(unguessable_name("iso", "vpc-1").starts_with("iso-vpc-1-"));
+        assert_ne!(
+            unguessable_name("iso", "vpc-1"),
+            unguessable_name("iso", "vpc-1")
+        );
     }
 
     #[test]
@@ -1181,12 +1265,12 @@ mod tests {
             group("sg-by-hand", "iso", "vpc-1", None),
             group("sg-wrong-role", "iso-vpc-1", "vpc-1", Some(Role::Interim)),
         ];
-        assert_eq!(ours(&groups, "iso", Role::Isolation, "vpc-1"), None);
+        assert_eq!(ours(&groups, "iso", ISO, "vpc-1"), None);
         let groups = [
             group("sg-by-hand", "iso", "vpc-1", None),
             group("sg-ours", "iso-vpc-1", "vpc-1", Some(Role::Isolation)),
         ];
-        let found = ours(&groups, "iso", Role::Isolation, "vpc-1");
+        let found = ours(&groups, "iso", ISO, "vpc-1");
         assert_eq!(found.and_then(|g| g.group_id()), Some("sg-ours"));
     }
 

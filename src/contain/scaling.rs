@@ -18,6 +18,8 @@
 
 use std::time::Instant;
 
+use futures::future::join_all;
+
 use super::{step_report, unrecorded, Recorder, StepResult};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::incident::{GroupRecord, ORIGINAL_AUTO_SCALING_GROUP};
@@ -115,7 +117,8 @@ pub(crate) fn plan(member: Option<&Member>) -> Plan {
     match state.as_str() {
         "InService" | "Standby" => Plan::Detach { group },
         "Detaching" | "Detached" => Plan::Detached { group, state },
-        "Terminating:Wait" => Plan::Heartbeat { group },
+        // A warm pool's instances are held by the group's termination hooks too.
+        "Terminating:Wait" | "Warmed:Terminating:Wait" => Plan::Heartbeat { group },
         _ => Plan::AtRisk { group, state },
     }
 }
@@ -200,8 +203,8 @@ async fn keep_alive(clients: &Clients, instance_id: &str, group: &str) -> AwsErr
         .iter()
         .filter(|h| h.lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING"))
         .collect();
-    let mut kept = Vec::new();
-    for hook in &terminating {
+    // Every hook gets its heartbeat, whatever another's answer: each holds the instance alone.
+    let beats = join_all(terminating.iter().map(|hook| async move {
         let name = hook.lifecycle_hook_name().unwrap_or_default();
         let beat = clients
             .autoscaling
@@ -211,15 +214,20 @@ async fn keep_alive(clients: &Clients, instance_id: &str, group: &str) -> AwsErr
             .instance_id(instance_id)
             .send()
             .await;
-        if let Err(e) = beat {
-            return AwsError::from_sdk("RecordLifecycleActionHeartbeat", e).at_risk();
+        match beat {
+            Ok(_) => format!(
+                "heartbeat on {name}: held another {} s, at most {} s after its termination began",
+                hook.heartbeat_timeout().unwrap_or_default(),
+                hook.global_timeout().unwrap_or_default()
+            ),
+            Err(e) => format!(
+                "no heartbeat on {name} ({})",
+                AwsError::from_sdk("RecordLifecycleActionHeartbeat", e)
+            ),
         }
-        kept.push(format!(
-            "heartbeat on {name}: held another {} s, at most {} s after its termination began",
-            hook.heartbeat_timeout().unwrap_or_default(),
-            hook.global_timeout().unwrap_or_default()
-        ));
-    }
+    }))
+    .await;
+    let kept: Vec<String> = beats;
     let message = match kept.is_empty() {
         true => format!(
             "{instance_id} is Terminating:Wait in {group}, held by no termination hook we can \

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use aws_sdk_ec2::types::{Filter, Tag};
+use futures::future::join_all;
 
 use super::instance::InstanceFacts;
 use super::{step_report, StepResult};
@@ -144,11 +145,13 @@ pub async fn write_early(
     clients: &Clients,
     facts: &InstanceFacts,
     wanted: BTreeMap<String, String>,
+    marks_now: Result<Marks, AwsError>,
 ) -> EarlyTags {
     let started = Instant::now();
+    let marks_now = marks_now.ok();
     let (written, marked) = tokio::join!(
         write_differing(clients, &facts.instance_id, &facts.tags, &wanted),
-        mark(clients, facts, &wanted),
+        mark(clients, facts, &wanted, marks_now.as_ref()),
     );
     let mut carried = facts.tags.clone();
     if let Ok(written) = &written {
@@ -174,43 +177,170 @@ pub(crate) fn marked_resources(facts: &InstanceFacts) -> Vec<String> {
         .collect()
 }
 
-/// Marks every interface and volume with the status and incident of `wanted`, in one call.
-/// Returns the status written.
+/// The marks (`ec2-quarantine:status` and `incident`) each resource carries, by resource id.
+pub type Marks = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The marks of `wanted`: its status and incident.
+fn marks_of(wanted: &BTreeMap<String, String>) -> Vec<(&'static str, &str)> {
+    [STATUS, INCIDENT]
+        .into_iter()
+        .filter_map(|key| Some((key, wanted.get(key)?.as_str())))
+        .collect()
+}
+
+/// Pure: the resources that do not carry every one of `marks` (all of them when the current
+/// marks are unknown).
+pub(crate) fn unmarked(
+    resources: &[String],
+    current: Option<&Marks>,
+    marks: &[(&str, &str)],
+) -> Vec<String> {
+    resources
+        .iter()
+        .filter(|r| {
+            let carried = current.and_then(|c| c.get(*r));
+            !marks
+                .iter()
+                .all(|(k, v)| carried.and_then(|c| c.get(*k)).map(String::as_str) == Some(*v))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Marks every interface and volume that lacks the status and incident of `wanted`, in one
+/// call. Returns the status they carry.
 async fn mark(
     clients: &Clients,
     facts: &InstanceFacts,
     wanted: &BTreeMap<String, String>,
+    current: Option<&Marks>,
 ) -> Result<String, AwsError> {
-    let status = wanted.get(STATUS).cloned().unwrap_or_default();
-    let mut marks = vec![(STATUS, status.as_str())];
-    marks.extend(wanted.get(INCIDENT).map(|i| (INCIDENT, i.as_str())));
-    write_marks(clients, &marked_resources(facts), &marks).await?;
-    Ok(status)
+    let marks = marks_of(wanted);
+    let resources = unmarked(&marked_resources(facts), current, &marks);
+    write_marks(clients, &resources, &marks).await?;
+    Ok(wanted.get(STATUS).cloned().unwrap_or_default())
 }
 
-/// Writes `marks` on `resources` in one `CreateTags`.
+/// Every interface and volume marked for `incident`, attached to the instance or not (a volume
+/// detached for forensics keeps its marks until the release moves them).
+pub(crate) async fn marked_for(clients: &Clients, incident: &str) -> Result<Vec<String>, AwsError> {
+    let mut resources = Vec::new();
+    let mut pages = clients
+        .ec2
+        .describe_tags()
+        .filters(Filter::builder().name("key").values(INCIDENT).build())
+        .filters(Filter::builder().name("value").values(incident).build())
+        .filters(
+            Filter::builder()
+                .name("resource-type")
+                .values("network-interface")
+                .values("volume")
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        resources.extend(
+            page.map_err(aws_err("DescribeTags"))?
+                .tags()
+                .iter()
+                .filter_map(|t| t.resource_id().map(str::to_owned)),
+        );
+    }
+    Ok(resources)
+}
+
+/// The marks the interfaces and volumes of `facts` carry now.
+pub async fn read_marks(clients: &Clients, facts: &InstanceFacts) -> Result<Marks, AwsError> {
+    read_marks_of(clients, &marked_resources(facts)).await
+}
+
+async fn read_marks_of(clients: &Clients, resources: &[String]) -> Result<Marks, AwsError> {
+    let mut marks = Marks::new();
+    if resources.is_empty() {
+        return Ok(marks);
+    }
+    let mut pages = clients
+        .ec2
+        .describe_tags()
+        .filters(
+            Filter::builder()
+                .name("resource-id")
+                .set_values(Some(resources.to_vec()))
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("key")
+                .values(STATUS)
+                .values(INCIDENT)
+                .build(),
+        )
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for tag in page.map_err(aws_err("DescribeTags"))?.tags() {
+            if let (Some(resource), Some(key)) = (tag.resource_id(), tag.key()) {
+                marks
+                    .entry(resource.to_owned())
+                    .or_default()
+                    .insert(key.to_owned(), tag.value().unwrap_or("").to_owned());
+            }
+        }
+    }
+    Ok(marks)
+}
+
+/// Writes `marks` on `resources` in one `CreateTags`. One resource at EC2's 50 tags fails the
+/// whole call: then each is marked on its own, and the error names those that could not be.
 pub(crate) async fn write_marks(
     clients: &Clients,
     resources: &[String],
     marks: &[(&str, &str)],
 ) -> Result<(), AwsError> {
+    let send = |resources: Vec<String>| {
+        clients
+            .ec2
+            .create_tags()
+            .set_resources(Some(resources))
+            .set_tags(Some(
+                marks
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+    };
     if resources.is_empty() {
         return Ok(());
     }
-    clients
-        .ec2
-        .create_tags()
-        .set_resources(Some(resources.to_vec()))
-        .set_tags(Some(
-            marks
-                .iter()
-                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                .collect(),
-        ))
-        .send()
+    match send(resources.to_vec())
         .await
-        .map(|_| ())
         .map_err(aws_err("CreateTags"))
+    {
+        Err(e) if e.has_code("TagLimitExceeded") && resources.len() > 1 => {}
+        other => return other.map(|_| ()),
+    }
+    let each = join_all(resources.iter().map(|r| send(vec![r.clone()]))).await;
+    let unmarked: Vec<String> = resources
+        .iter()
+        .zip(each)
+        .filter_map(|(r, result)| {
+            let e = AwsError::from_sdk("CreateTags", result.err()?);
+            Some(format!("{r} ({})", e.code.unwrap_or(e.message)))
+        })
+        .collect();
+    match unmarked.is_empty() {
+        true => Ok(()),
+        false => Err(AwsError {
+            operation: "CreateTags",
+            code: Some("TagLimitExceeded".to_owned()),
+            message: format!(
+                "not marked, so the guard policies do not protect them: {}",
+                unmarked.join(", ")
+            ),
+        }),
+    }
 }
 
 /// Reads the marks back until every resource carries `status` (tags may read back stale).
@@ -222,35 +352,10 @@ pub(crate) async fn read_back_marks(
     if resources.is_empty() {
         return Ok(());
     }
-    let read = || async {
-        let output = clients
-            .ec2
-            .describe_tags()
-            .filters(
-                Filter::builder()
-                    .name("resource-id")
-                    .set_values(Some(resources.to_vec()))
-                    .build(),
-            )
-            .filters(Filter::builder().name("key").values(STATUS).build())
-            .send()
-            .await
-            .map_err(aws_err("DescribeTags"))?;
-        Ok(output
-            .tags()
-            .iter()
-            .filter(|t| t.value() == Some(status))
-            .filter_map(|t| t.resource_id().map(str::to_owned))
-            .collect::<std::collections::BTreeSet<String>>())
-    };
-    let all =
-        |marked: &std::collections::BTreeSet<String>| resources.iter().all(|r| marked.contains(r));
-    let marked = until_settled(read, all).await?;
-    let missing: Vec<&str> = resources
-        .iter()
-        .filter(|r| !marked.contains(*r))
-        .map(String::as_str)
-        .collect();
+    let wanted = [(STATUS, status)];
+    let all = |marks: &Marks| unmarked(resources, Some(marks), &wanted).is_empty();
+    let marks = until_settled(|| read_marks_of(clients, resources), all).await?;
+    let missing = unmarked(resources, Some(&marks), &wanted);
     match missing.is_empty() {
         true => Ok(()),
         false => Err(AwsError::local(
@@ -273,7 +378,7 @@ pub async fn finish_tags(
     let marks = async {
         // Marked with another status, or not at all: written again with the final one.
         if early.marked.as_deref().ok() != Some(status.as_str()) {
-            mark(clients, facts, wanted).await?;
+            mark(clients, facts, wanted, None).await?;
         }
         read_back_marks(clients, &marked_resources(facts), &status).await
     };
@@ -507,6 +612,21 @@ fn agreed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_resources_without_the_marks_are_marked_again() {
+        let resources = vec!["eni-1".to_owned(), "vol-1".to_owned()];
+        let marks = [(STATUS, "contained"), (INCIDENT, "e1")];
+        let current: Marks = BTreeMap::from([(
+            "eni-1".to_owned(),
+            BTreeMap::from([
+                (STATUS.to_owned(), "contained".to_owned()),
+                (INCIDENT.to_owned(), "e1".to_owned()),
+            ]),
+        )]);
+        assert_eq!(unmarked(&resources, Some(&current), &marks), ["vol-1"]);
+        assert_eq!(unmarked(&resources, None, &marks), resources);
+    }
 
     fn tags(n: usize) -> BTreeMap<String, String> {
         (0..n)

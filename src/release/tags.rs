@@ -21,7 +21,8 @@ use aws_sdk_ec2::types::{Filter, Tag};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::contain::instance::InstanceFacts;
 use crate::contain::tags::{
-    marked_resources, read_back_marks, write_marks, CHANGES, CONTAINED_AT, INCIDENT, REASON, STATUS,
+    marked_for, marked_resources, read_back_marks, write_marks, CHANGES, CONTAINED_AT, INCIDENT,
+    REASON, STATUS,
 };
 use crate::contain::{step_report, StepResult};
 use crate::incident::RELEASED;
@@ -74,15 +75,21 @@ pub async fn tag_released(
     let started = Instant::now();
     let (put, delete) = wanted(&facts.tags, incident, status, reason, now);
     // The marks on the interfaces and volumes follow the status: the guard lets go of them only
-    // once they say `released`.
-    let marked = marked_resources(facts);
+    // once they say `released`. Those detached since the containment are found by the incident.
     let marks = async {
+        let mut marked = marked_resources(facts);
+        for resource in marked_for(clients, incident).await? {
+            if !marked.contains(&resource) {
+                marked.push(resource);
+            }
+        }
         write_marks(clients, &marked, &[(STATUS, status)]).await?;
-        read_back_marks(clients, &marked, status).await
+        read_back_marks(clients, &marked, status).await?;
+        Ok(marked)
     };
     let (tagged, marks) = tokio::join!(apply(clients, &facts.instance_id, &put, &delete), marks);
     let result = tagged.and_then(|mut result| {
-        marks?;
+        let marked: Vec<String> = marks?;
         if !marked.is_empty() {
             result.detail = format!(
                 "{}; {} interface(s) and volume(s) marked {STATUS}={status}",

@@ -183,3 +183,84 @@ mod layer {
         );
     }
 }
+
+#[tokio::test]
+async fn an_interface_left_on_a_closed_interim_group_moves_to_isolation_before_the_group_reopens() {
+    let (s, ids) = Scenario::fleet(2).await;
+    // See above: the emulator needs an IPv6 block to revoke the `::/0` outbound rule.
+    s.account
+        .ec2
+        .associate_vpc_cidr_block()
+        .vpc_id(&s.vpc_id)
+        .amazon_provided_ipv6_cidr_block(true)
+        .send()
+        .await
+        .unwrap();
+    let isolation = create_or_adopt(
+        &arranging_clients(&s.account.sdk),
+        &s.isolation_group_name,
+        &s.vpc_id,
+    )
+    .await
+    .unwrap()
+    .group_id()
+    .unwrap()
+    .to_owned();
+    let eni_of = |id: String| {
+        let account = &s.account;
+        async move {
+            account.instance(&id).await.network_interfaces()[0]
+                .network_interface_id()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (first, second) = (eni_of(ids[0].clone()).await, eni_of(ids[1].clone()).await);
+
+    // The first instance's move onto isolation fails: it is left on the interim group, closed.
+    let faults = Faults::default();
+    let onto_isolation: &'static str =
+        Box::leak(format!("SecurityGroupId.1={isolation}").into_boxed_str());
+    faults.deny_when(
+        "ModifyNetworkInterfaceAttribute",
+        onto_isolation,
+        "UnauthorizedOperation",
+    );
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&ids[0]]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    result.expect_err("the first containment fails");
+    let interim = interim_name(&s.isolation_group_name);
+    let groups = s.account.groups_named(&s.vpc_id, &interim).await;
+    let [(interim_id, 0, 0)] = groups.as_slice() else {
+        panic!("the interim group is closed: {groups:?}");
+    };
+    assert_eq!(
+        s.account.interface_groups(&first).await,
+        vec![interim_id.clone()]
+    );
+
+    // The next containment in the VPC needs the interim group open again: it first moves the
+    // stranded interface onto isolation.
+    let (result, _) = contain_as(
+        &s,
+        trigger_event(&[&ids[1]]),
+        &[],
+        &s.account.sdk,
+        Behaviour::default(),
+    )
+    .await;
+    result.expect("the second containment succeeds");
+    assert_eq!(
+        s.account.interface_groups(&first).await,
+        vec![isolation.clone()]
+    );
+    assert_eq!(
+        s.account.interface_groups(&second).await,
+        vec![isolation.clone()]
+    );
+}

@@ -342,9 +342,17 @@ async fn a_dry_run_reads_everything_lists_every_change_and_changes_nothing() {
         planned(&report, Step::SnapshotVolumes),
         pairs(&[("CreateSnapshots", id)])
     );
+    // The instance's tags, and the marks on every interface and volume.
+    let marked = s
+        .interfaces
+        .iter()
+        .chain(&s.volumes)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     assert_eq!(
         planned(&report, Step::TagInstance),
-        pairs(&[("CreateTags", id)])
+        pairs(&[("CreateTags", id), ("CreateTags", &marked)])
     );
     for listed in &instance.steps {
         assert_eq!(listed.status, Status::Planned, "{listed:?}");

@@ -647,7 +647,10 @@ def test_the_containment_role_modifies_only_the_protection_attributes_where_aws_
 def test_the_release_role_moves_the_marks_to_released(template, resource):
     policy = _role_policy(template, function_role(template, release_function(template)[1])[1])
     assert allowed_by(policy, Request(RELEASER, "ec2:CreateTags", resource, CONTAINED_MARKS, {"ec2-quarantine:status": "released"}))
-    assert allowed_by(policy, Request(RELEASER, "ec2:DeleteTags", resource, CONTAINED_MARKS, {"ec2-quarantine:changes": None}))
+    # The containment's own tags come off the instance only; an interface's or volume's marks
+    # are moved to released, never deleted.
+    deleting = Request(RELEASER, "ec2:DeleteTags", resource, CONTAINED_MARKS, {"ec2-quarantine:changes": None})
+    assert allowed_by(policy, deleting) == (resource == INSTANCE)
     assert not allowed_by(policy, Request(RELEASER, "ec2:DeleteTags", resource, CONTAINED_MARKS, {}, delete_all_tags=True))
     assert not allowed_by(policy, Request(RELEASER, "ec2:DeleteTags", resource, QUARANTINED, {"Quarantine": None}))
 

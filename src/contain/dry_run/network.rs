@@ -17,7 +17,7 @@ use super::{change, report, Plan};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::Config;
 use crate::contain::instance::InstanceFacts;
-use crate::contain::network::{candidate_names, interim_name};
+use crate::contain::network::{candidate_names, interim_name, ours, tagged_in};
 use crate::contain::rules::{self, Atom, Source};
 use crate::contain::tags;
 use crate::report::{PlannedChange, Step, StepReport};
@@ -181,45 +181,55 @@ pub(super) async fn plan(
     (groups, interfaces)
 }
 
-/// Both kinds of group by every candidate name in every VPC of the instance, in one call.
+/// The groups that decide the plan in every VPC of the instance: ours by their role tag, and
+/// any group under a candidate name (one made by someone else is passed over).
 async fn lookup(
     clients: &Clients,
     kinds: &[Kind],
     vpcs: &[&str],
-) -> Result<BTreeMap<(String, String), SecurityGroup>, AwsError> {
+) -> Result<Vec<SecurityGroup>, AwsError> {
     let names: BTreeSet<String> = kinds
         .iter()
         .flat_map(|k| vpcs.iter().flat_map(|vpc| candidate_names(&k.name, vpc)))
         .collect();
-    let names: Vec<String> = names.into_iter().collect();
-    let vpcs: Vec<String> = vpcs.iter().map(|v| v.to_string()).collect();
+    let by_name = vec![
+        Filter::builder()
+            .name("group-name")
+            .set_values(Some(names.into_iter().collect()))
+            .build(),
+        Filter::builder()
+            .name("vpc-id")
+            .set_values(Some(vpcs.iter().map(|v| v.to_string()).collect()))
+            .build(),
+    ];
+    let mut found = describe(clients, by_name).await?;
+    for kind in kinds {
+        for vpc in vpcs {
+            for group in describe(clients, tagged_in(kind.role, vpc)).await? {
+                if !found.iter().any(|g| g.group_id() == group.group_id()) {
+                    found.push(group);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+async fn describe(clients: &Clients, filters: Vec<Filter>) -> Result<Vec<SecurityGroup>, AwsError> {
     let mut pages = clients
         .ec2
         .describe_security_groups()
-        .filters(
-            Filter::builder()
-                .name("group-name")
-                .set_values(Some(names))
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("vpc-id")
-                .set_values(Some(vpcs))
-                .build(),
-        )
+        .set_filters(Some(filters))
         .into_paginator()
         .send();
-    let mut found = BTreeMap::new();
+    let mut found = Vec::new();
     while let Some(page) = pages.next().await {
-        for group in page
-            .map_err(aws_err("DescribeSecurityGroups"))?
-            .security_groups()
-        {
-            if let (Some(name), Some(vpc)) = (group.group_name(), group.vpc_id()) {
-                found.insert((name.to_owned(), vpc.to_owned()), group.clone());
-            }
-        }
+        found.extend(
+            page.map_err(aws_err("DescribeSecurityGroups"))?
+                .security_groups()
+                .iter()
+                .cloned(),
+        );
     }
     Ok(found)
 }
@@ -230,21 +240,16 @@ async fn lookup(
 fn plan_group(
     kind: &Kind,
     vpc_id: &str,
-    found: &BTreeMap<(String, String), SecurityGroup>,
+    found: &[SecurityGroup],
 ) -> (GroupRef, Vec<PlannedChange>) {
     let mut changes = Vec::new();
     let candidates = candidate_names(&kind.name, vpc_id);
-    let held = |name: &String| found.get(&(name.clone(), vpc_id.to_owned()));
-    let tagged = |group: &SecurityGroup| {
-        group
-            .tags()
+    let held = |name: &String| {
+        found
             .iter()
-            .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(kind.role))
+            .find(|g| g.vpc_id() == Some(vpc_id) && g.group_name() == Some(name.as_str()))
     };
-    let ours = candidates
-        .iter()
-        .find_map(|name| held(name).filter(|g| tagged(g)));
-    let (group_ref, has_in, has_out) = match ours {
+    let (group_ref, has_in, has_out) = match ours(found, &kind.name, kind.role, vpc_id) {
         None => {
             let squatters: Vec<String> = candidates
                 .iter()
@@ -258,8 +263,8 @@ fn plan_group(
             let name = candidates
                 .iter()
                 .find(|name| held(name).is_none())
-                .unwrap_or(&candidates[0])
-                .clone();
+                .cloned()
+                .unwrap_or_else(|| format!("{}-{vpc_id}-<8 random hex digits>", kind.name));
             let mut detail = format!(
                 "would create the {} group {name} in {vpc_id}, tagged {}={}",
                 kind.role,
@@ -268,9 +273,6 @@ fn plan_group(
             );
             if !squatters.is_empty() {
                 detail = format!("{detail} ({})", squatters.join("; "));
-            }
-            if squatters.len() == candidates.len() {
-                detail = format!("{detail}: the create would fail, every name is held");
             }
             changes.push(change(
                 "CreateSecurityGroup",
@@ -373,10 +375,15 @@ mod tests {
         }
     }
 
-    fn found(groups: &[(&str, SecurityGroup)]) -> BTreeMap<(String, String), SecurityGroup> {
+    fn found(groups: &[(&str, SecurityGroup)]) -> Vec<SecurityGroup> {
         groups
             .iter()
-            .map(|(name, g)| ((name.to_string(), "vpc-1".to_owned()), g.clone()))
+            .map(|(name, g)| {
+                let mut g = g.clone();
+                g.group_name = Some(name.to_string());
+                g.vpc_id = Some("vpc-1".to_owned());
+                g
+            })
             .collect()
     }
 
@@ -393,8 +400,7 @@ mod tests {
 
     #[test]
     fn a_missing_group_is_created_and_loses_the_default_outbound_rule() {
-        let (group_ref, changes) =
-            plan_group(&isolation(BTreeSet::new()), "vpc-1", &BTreeMap::new());
+        let (group_ref, changes) = plan_group(&isolation(BTreeSet::new()), "vpc-1", &[]);
         assert_eq!(group_ref.to_string(), "iso (new, in vpc-1)");
         let actions: Vec<&str> = changes.iter().map(|c| c.action.as_str()).collect();
         assert_eq!(
