@@ -23,8 +23,9 @@ pub enum Outcome {
     Released,
     /// An EBS snapshot event about evidence was handled (see `evidence`).
     Evidence,
-    /// A sweep: every account was read, and every instance it found carrying the trigger tag is
-    /// contained or was left alone with a reason (see `sweep`).
+    /// A sweep that found nothing to contain: every account was read, and every instance
+    /// carrying the trigger tag was left alone with a reason (see `sweep`). A sweep that
+    /// contained something reports `contained` or `partial`.
     Swept,
 }
 

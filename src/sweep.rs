@@ -220,12 +220,16 @@ fn report_of(
         instances,
     );
     report.sweep = sweeps;
+    // `swept` only when nothing needed containing: the e-mail subscription leaves those out, so
+    // a sweep that contained something reads `contained` (or `partial`) and reaches people.
     report.outcome = if dry_run {
         Outcome::DryRun
     } else if report.has_failures() {
         Outcome::Partial
-    } else {
+    } else if report.instances.is_empty() {
         Outcome::Swept
+    } else {
+        Outcome::Contained
     };
     report
 }

@@ -106,7 +106,7 @@ async fn an_instance_tagged_with_no_event_delivered_is_contained_by_the_sweep() 
         .unwrap_or_else(|e| panic!("the sweep succeeds: {e}"));
 
     // THEN it is contained, as the account shows
-    assert_eq!(report.outcome, Outcome::Swept, "{}", report.to_json());
+    assert_eq!(report.outcome, Outcome::Contained, "{}", report.to_json());
     let found = swept(&report, &s.instance_id);
     assert_eq!(found.action, SweepAction::Contain);
     assert!(found.why.contains("no incident record"), "{}", found.why);
