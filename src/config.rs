@@ -829,10 +829,16 @@ mod tests {
             sweep("111111111111, 222222222222,111111111111", Some("member")),
             Ok(vec!["111111111111".into(), "222222222222".into()])
         );
-        for bad in ["11111111111", "1111111111111", "11111111111a", "111111111111;2"] {
+        for bad in [
+            "11111111111",
+            "1111111111111",
+            "11111111111a",
+            "111111111111;2",
+        ] {
             let err = sweep(bad, Some("member")).expect_err(bad);
             assert!(
-                err.to_string().starts_with(SWEEP_ACCOUNTS) && err.to_string().contains("12 digits"),
+                err.to_string().starts_with(SWEEP_ACCOUNTS)
+                    && err.to_string().contains("12 digits"),
                 "{err}"
             );
         }

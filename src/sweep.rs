@@ -242,7 +242,12 @@ async fn sweep_member(
     request: &SweepRequest,
     invocation_id: &str,
 ) -> (AccountSweep, Vec<InstanceReport>) {
-    let unreached = |error| (AccountSweep::unreached(Some(account.to_owned()), error), vec![]);
+    let unreached = |error| {
+        (
+            AccountSweep::unreached(Some(account.to_owned()), error),
+            vec![],
+        )
+    };
     let member = match accounts.target(Some(account), config.member_role.as_deref()) {
         Ok(Target::Member(member)) => member,
         // Only when the own account is not known: it is swept as the own account anyway.
@@ -257,8 +262,14 @@ async fn sweep_member(
     match accounts.clients_for(&member, own).await {
         Ok(clients) => {
             let config = accounts::config_in(config, account);
-            sweep_account(&clients, &config, Some(account.to_owned()), request, invocation_id)
-                .await
+            sweep_account(
+                &clients,
+                &config,
+                Some(account.to_owned()),
+                request,
+                invocation_id,
+            )
+            .await
         }
         Err(error) => {
             tracing::error!(account, error = %error, "the sweep cannot reach the account");
@@ -518,7 +529,10 @@ mod tests {
     #[test]
     fn only_the_exact_trigger_key_and_value_count() {
         let t = trigger("true");
-        assert!(carries_trigger(&[tag("Name", "web"), tag("Quarantine", "true")], &t));
+        assert!(carries_trigger(
+            &[tag("Name", "web"), tag("Quarantine", "true")],
+            &t
+        ));
         for tags in [
             vec![tag("Quarantine", "True")],
             vec![tag("quarantine", "true")],
@@ -529,7 +543,10 @@ mod tests {
             assert!(!carries_trigger(&tags, &t), "{tags:?}");
         }
         // A value with a wildcard in it matches only itself.
-        assert!(!carries_trigger(&[tag("Quarantine", "yes")], &trigger("y*")));
+        assert!(!carries_trigger(
+            &[tag("Quarantine", "yes")],
+            &trigger("y*")
+        ));
     }
 
     #[test]

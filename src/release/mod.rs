@@ -435,7 +435,10 @@ mod tests {
         );
         assert!(admit(ignore, FunctionMode::Release).is_err());
         let sweep = Request::Sweep(crate::event::SweepRequest::default());
-        assert_eq!(admit(sweep.clone(), FunctionMode::Contain), Ok(sweep.clone()));
+        assert_eq!(
+            admit(sweep.clone(), FunctionMode::Contain),
+            Ok(sweep.clone())
+        );
         assert_eq!(
             admit(sweep, FunctionMode::Release),
             Err(EventError::OnlyRelease("is a sweep request"))

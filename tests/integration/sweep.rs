@@ -126,7 +126,10 @@ async fn an_instance_tagged_with_no_event_delivered_is_contained_by_the_sweep() 
         .tag_of(&s.instance_id, "ec2-quarantine:reason")
         .await
         .unwrap_or_default();
-    assert!(reason.contains("sweep"), "the reason says the sweep found it: {reason}");
+    assert!(
+        reason.contains("sweep"),
+        "the reason says the sweep found it: {reason}"
+    );
     assert_eq!(
         record_status(&s.account, &s.instance_id).await.as_deref(),
         Some("contained")
@@ -300,7 +303,9 @@ async fn a_member_accounts_instance_is_swept_and_an_unreachable_account_fails_on
         .send()
         .await
         .unwrap();
-    let item = record.item().expect("the record is in the security account");
+    let item = record
+        .item()
+        .expect("the record is in the security account");
     assert_eq!(item["account"].as_s().unwrap(), MEMBER);
     assert_eq!(item["status"].as_s().unwrap(), "contained");
 }
