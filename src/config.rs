@@ -111,6 +111,9 @@ pub struct Config {
     /// The role (`[PATH/]NAME`) the function assumes in another account to contain an instance
     /// there (`MEMBER_ROLE_NAME`); `None`: instances of other accounts are refused.
     pub member_role: Option<String>,
+    /// The member accounts the scheduled sweep also looks in (`SWEEP_ACCOUNTS`), with the member
+    /// role; the function's own account is always swept. Empty: the own account only.
+    pub sweep_accounts: Vec<String>,
 }
 
 /// What one deployment of the binary does (`FUNCTION_MODE`). The two run as separate functions
@@ -156,6 +159,7 @@ pub const FUNCTION_MODE: &str = "FUNCTION_MODE";
 pub const SNAPSHOT_KMS_KEY_ID: &str = "SNAPSHOT_KMS_KEY_ID";
 pub const DELETE_UNENCRYPTED_SNAPSHOTS: &str = "DELETE_UNENCRYPTED_SNAPSHOTS";
 pub const MEMBER_ROLE_NAME: &str = "MEMBER_ROLE_NAME";
+pub const SWEEP_ACCOUNTS: &str = "SWEEP_ACCOUNTS";
 
 impl Config {
     /// Reads the process environment.
@@ -212,8 +216,23 @@ impl Config {
                 get(DELETE_UNENCRYPTED_SNAPSHOTS, "false"),
             )?,
             member_role: member_role(lookup(MEMBER_ROLE_NAME))?,
+            sweep_accounts: account_ids(SWEEP_ACCOUNTS, get(SWEEP_ACCOUNTS, ""))?,
         }
-        .checked_evidence_deletion()
+        .checked_evidence_deletion()?
+        .checked_sweep_accounts()
+    }
+
+    /// Other accounts are reached only with the member role: a list without it could never be
+    /// swept, and would fail every sweep for a setting that cannot work.
+    fn checked_sweep_accounts(self) -> Result<Self, ConfigError> {
+        if self.sweep_accounts.is_empty() || self.member_role.is_some() {
+            return Ok(self);
+        }
+        Err(invalid(
+            SWEEP_ACCOUNTS,
+            &self.sweep_accounts.join(","),
+            "needs MEMBER_ROLE_NAME: the sweep reaches other accounts with the member role",
+        ))
     }
 
     /// Deleting a source is allowed only when its copy can be proven to use the configured key,
@@ -391,6 +410,25 @@ fn member_role(value: Option<String>) -> Result<Option<String>, ConfigError> {
         ));
     }
     Ok(Some(value))
+}
+
+/// Comma-separated AWS account ids (12 digits), de-duplicated in the order given; blanks
+/// between commas are allowed, so that an empty template list is an empty setting.
+fn account_ids(variable: &'static str, value: String) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if item.len() != 12 || !item.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                variable,
+                &value,
+                format!("{item:?} is not an AWS account id (expected 12 digits)"),
+            ));
+        }
+        if !out.iter().any(|a| a == item) {
+            out.push(item.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 fn is_profile_name(name: &str) -> bool {
@@ -772,6 +810,40 @@ mod tests {
             let err = role(Some(bad)).expect_err(bad);
             assert!(err.to_string().starts_with(MEMBER_ROLE_NAME), "{err}");
         }
+    }
+
+    #[test]
+    fn sweep_accounts_are_twelve_digit_ids_and_need_the_member_role() {
+        let sweep = |accounts: &str, role: Option<&str>| {
+            let mut vars = vec![
+                (ISOLATION_INSTANCE_PROFILE, "isolation"),
+                (INCIDENT_TABLE, "incidents"),
+                (SWEEP_ACCOUNTS, accounts),
+            ];
+            vars.extend(role.map(|r| (MEMBER_ROLE_NAME, r)));
+            config(&vars).map(|c| c.sweep_accounts)
+        };
+        assert_eq!(sweep("", None), Ok(vec![]));
+        assert_eq!(sweep(" , ", None), Ok(vec![]));
+        assert_eq!(
+            sweep("111111111111, 222222222222,111111111111", Some("member")),
+            Ok(vec!["111111111111".into(), "222222222222".into()])
+        );
+        for bad in [
+            "11111111111",
+            "1111111111111",
+            "11111111111a",
+            "111111111111;2",
+        ] {
+            let err = sweep(bad, Some("member")).expect_err(bad);
+            assert!(
+                err.to_string().starts_with(SWEEP_ACCOUNTS)
+                    && err.to_string().contains("12 digits"),
+                "{err}"
+            );
+        }
+        let err = sweep("111111111111", None).unwrap_err();
+        assert!(err.to_string().contains("needs MEMBER_ROLE_NAME"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub enum Request {
     Release(ReleaseRequest),
     // An EBS snapshot set or copy completed: encrypted evidence (`crate::evidence_copy`).
     Snapshots(crate::evidence_copy::event::SnapshotEvent),
+    /// `{"action": "sweep"}`, from the schedule: contain what carries the trigger tag but was
+    /// never contained, because its tag event was lost (`crate::sweep`).
+    Sweep(SweepRequest),
+}
+
+/// `{"action": "sweep", "dry_run": false}`: the sweep finds its instances by tag, so it takes no
+/// instance ids, account or reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepRequest {
+    /// Report what the sweep would contain, change nothing.
+    pub dry_run: bool,
 }
 
 /// `{"action": "release", "instance_ids": [...], "reason": "..."}`.
@@ -139,6 +150,11 @@ impl Request {
             Value::String(_) => return Err(EventError::NotAnObject("string")),
             Value::Array(_) => return Err(EventError::NotAnObject("array")),
         };
+        // Only this exact action: any other `action` without instance ids keeps the errors it
+        // has always had.
+        if object.get("action").and_then(Value::as_str) == Some(SWEEP_ACTION) {
+            return sweep(object);
+        }
         if object.contains_key("instance_ids") {
             return direct(value);
         }
@@ -147,6 +163,32 @@ impl Request {
         }
         Err(EventError::UnknownShape)
     }
+}
+
+const SWEEP_ACTION: &str = "sweep";
+
+/// `{"action": "sweep"}`, optionally with `"dry_run": true`. Anything else is refused: a sweep
+/// that took instance ids or an account would be a containment request in disguise.
+fn sweep(map: &serde_json::Map<String, Value>) -> Result<Request, EventError> {
+    const FIELDS: [&str; 2] = ["action", "dry_run"];
+    let malformed = |message: String| EventError::MalformedDirect(message);
+    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(malformed(format!(
+            "unknown field {unknown:?} for a sweep (its fields are {}; it finds its instances \
+             by the trigger tag)",
+            FIELDS.join(", ")
+        )));
+    }
+    let dry_run = match map.get("dry_run") {
+        None => false,
+        Some(Value::Bool(dry_run)) => *dry_run,
+        Some(other) => {
+            return Err(malformed(format!(
+                "dry_run must be true or false, not {other}"
+            )))
+        }
+    };
+    Ok(Request::Sweep(SweepRequest { dry_run }))
 }
 
 /// `{"instance_ids": [...], "reason": "..."}`. Read field by field, so that an error names the
@@ -234,7 +276,8 @@ fn direct(value: Value) -> Result<Request, EventError> {
         }
         Some(other) => {
             return Err(malformed(format!(
-                "unknown action {other} (the actions are \"contain\", the default, and \"release\")"
+                "unknown action {other} (the actions are \"contain\", the default, \"release\" \
+                 and \"sweep\")"
             )))
         }
     }
@@ -992,6 +1035,49 @@ mod tests {
             (
                 json!({"action": "release", "instance_ids": ["i-12345678"], "reason": "r", "account": "111111111111"}),
                 "from its incident record",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = Request::from_value(value.clone(), &trigger())
+                .expect_err(&format!("{value} must be invalid"));
+            assert!(
+                err.to_string().contains(expected),
+                "error for {value} should mention {expected:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_schedules_input_asks_for_a_sweep_and_may_ask_for_a_dry_run() {
+        assert_eq!(
+            Request::from_value(json!({"action": "sweep"}), &trigger()),
+            Ok(Request::Sweep(SweepRequest { dry_run: false }))
+        );
+        assert_eq!(
+            Request::from_value(json!({"action": "sweep", "dry_run": true}), &trigger()),
+            Ok(Request::Sweep(SweepRequest { dry_run: true }))
+        );
+    }
+
+    #[test]
+    fn a_sweep_with_anything_else_is_invalid_and_names_it() {
+        let cases = [
+            (
+                json!({"action": "sweep", "instance_ids": ["i-12345678"]}),
+                "unknown field \"instance_ids\" for a sweep",
+            ),
+            (
+                json!({"action": "sweep", "account": "111111111111"}),
+                "unknown field \"account\"",
+            ),
+            (json!({"action": "sweep", "dryrun": true}), "\"dryrun\""),
+            (
+                json!({"action": "sweep", "dry_run": "true"}),
+                "dry_run must be true or false",
+            ),
+            (
+                json!({"action": "Sweep", "instance_ids": ["i-12345678"]}),
+                "unknown action \"Sweep\"",
             ),
         ];
         for (value, expected) in cases {

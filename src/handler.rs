@@ -10,7 +10,7 @@ use crate::accounts::{self, Accounts, Target};
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::contain;
-use crate::event::{ContainRequest, EventError, Request};
+use crate::event::{ContainRequest, EventError, Request, SweepRequest};
 use crate::release;
 use crate::report::Report;
 
@@ -37,6 +37,10 @@ pub enum HandlerError {
     /// the report as JSON.
     #[error("{}", .0.to_json())]
     EvidenceAtRisk(Box<Report>),
+    /// A sweep that could not reach or list an account, could not read a record, or whose
+    /// containment of an instance it found failed: the message is the report as JSON.
+    #[error("{}", .0.to_json())]
+    SweepIncomplete(Box<Report>),
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -46,6 +50,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::ContainmentIncomplete(_) => "ContainmentIncomplete",
             HandlerError::ReleaseIncomplete(_) => "ReleaseIncomplete",
             HandlerError::EvidenceAtRisk(_) => "EvidenceAtRisk",
+            HandlerError::SweepIncomplete(_) => "SweepIncomplete",
         };
         Diagnostic {
             error_type: error_type.to_owned(),
@@ -122,6 +127,25 @@ pub async fn handle(
             return Ok(report);
         }
         Request::Contain(request) => contain_in_account(request, invocation_id, deps).await?,
+        Request::Sweep(request) => {
+            // As for a containment: the request may ask for a dry run, never lift DRY_RUN.
+            let request = SweepRequest {
+                dry_run: deps.config.dry_run || request.dry_run,
+            };
+            let report = crate::sweep::sweep_all(
+                &deps.clients,
+                &deps.accounts,
+                &deps.config,
+                &request,
+                invocation_id,
+            )
+            .await;
+            println!("{}", report.to_json());
+            if report.has_failures() {
+                return Err(HandlerError::SweepIncomplete(Box::new(report)));
+            }
+            return Ok(report);
+        }
         Request::Release(request) => {
             let report = release::release_all(
                 &deps.clients,

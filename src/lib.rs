@@ -3,7 +3,7 @@
 //! `event` decides what an inbound event asks for, `contain` does it (`release` undoes it, in
 //! the release function), `report` says what was done; `config` and `aws` are read and built
 //! once at start, `accounts` reaches the member accounts an event may name, and `handler` ties
-//! them together for the Lambda runtime.
+//! them together for the Lambda runtime; `sweep` finds what a lost tag event left uncontained.
 
 pub mod accounts;
 pub mod aws;
@@ -17,3 +17,4 @@ pub mod incident;
 pub mod release;
 pub mod report;
 pub mod revocations;
+pub mod sweep;

@@ -23,6 +23,10 @@ pub enum Outcome {
     Released,
     /// An EBS snapshot event about evidence was handled (see `evidence`).
     Evidence,
+    /// A sweep that found nothing to contain: every account was read, and every instance
+    /// carrying the trigger tag was left alone with a reason (see `sweep`). A sweep that
+    /// contained something reports `contained` or `partial`.
+    Swept,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -37,6 +41,9 @@ pub struct Report {
     /// What an EBS snapshot event did to evidence snapshots ([`crate::evidence_copy`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<crate::evidence_copy::EvidenceReport>,
+    /// What a sweep found in each account and did with it ([`crate::sweep`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<crate::sweep::AccountSweep>,
 }
 
 impl Report {
@@ -47,6 +54,7 @@ impl Report {
             account: None,
             instances: Vec::new(),
             evidence: Vec::new(),
+            sweep: Vec::new(),
         }
     }
 
@@ -72,6 +80,7 @@ impl Report {
             account: None,
             instances: Vec::new(),
             evidence,
+            sweep: Vec::new(),
         }
     }
 
@@ -89,6 +98,7 @@ impl Report {
             account: None,
             instances,
             evidence: Vec::new(),
+            sweep: Vec::new(),
         }
     }
 
@@ -100,6 +110,7 @@ impl Report {
             instances,
             evidence: Vec::new(),
             account: None,
+            sweep: Vec::new(),
         }
     }
 
@@ -118,6 +129,7 @@ impl Report {
             instances,
             evidence: Vec::new(),
             account: None,
+            sweep: Vec::new(),
         }
     }
 
@@ -134,6 +146,7 @@ impl Report {
             .evidence
             .iter()
             .any(|e| e.action == crate::evidence_copy::EvidenceAction::Failed)
+            || self.sweep.iter().any(crate::sweep::AccountSweep::failed)
     }
 
     pub fn to_json(&self) -> String {

@@ -94,6 +94,9 @@ pub fn admit(request: Request, mode: FunctionMode) -> Result<Request, EventError
         (FunctionMode::Release, Request::Contain(_)) => {
             Err(EventError::OnlyRelease("is a containment request"))
         }
+        (FunctionMode::Release, Request::Sweep(_)) => {
+            Err(EventError::OnlyRelease("is a sweep request"))
+        }
         (FunctionMode::Release, Request::Ignore { .. } | Request::Snapshots(_)) => {
             Err(EventError::OnlyRelease("event is not a release request"))
         }
@@ -431,5 +434,14 @@ mod tests {
             Ok(ignore.clone())
         );
         assert!(admit(ignore, FunctionMode::Release).is_err());
+        let sweep = Request::Sweep(crate::event::SweepRequest::default());
+        assert_eq!(
+            admit(sweep.clone(), FunctionMode::Contain),
+            Ok(sweep.clone())
+        );
+        assert_eq!(
+            admit(sweep, FunctionMode::Release),
+            Err(EventError::OnlyRelease("is a sweep request"))
+        );
     }
 }

@@ -41,5 +41,8 @@ mod record;
 mod release;
 /// The files in events/, each parsed to the decision events/README.md promises (no emulator).
 mod sample_events;
+/// The sweep for lost tag events: a tagged instance no event contained is contained; released
+/// and contained ones are left alone; member accounts swept, an unreachable one failed alone.
+mod sweep;
 /// The tags: written beside the last read-backs, corrected when one disagrees.
 mod tagging;

@@ -53,6 +53,7 @@ ENV_CONTRACT = {
     "INCIDENT_TABLE": (None, None),
     "FUNCTION_MODE": (None, None),
     "MEMBER_ROLE_NAME": (None, None),
+    "SWEEP_ACCOUNTS": (None, None),
 }
 
 # Every AWS call the function makes (the brief's list). The role must allow exactly these.
@@ -699,3 +700,68 @@ def test_only_unencrypted_evidence_snapshots_can_be_deleted_and_only_when_asked(
     deleting = [n for n, p in policies.items()
                 if any("ec2:DeleteSnapshot" in as_list(st["Action"]) for st in as_list(p["Properties"]["PolicyDocument"]["Statement"]))]
     assert deleting == ["DeleteUnencryptedEvidencePolicy"]
+
+
+# ---------------------------------------------------------------------------------------
+# lost events: the sweep
+# ---------------------------------------------------------------------------------------
+def test_the_sweep_schedule_invokes_the_function_with_the_sweep_input_on_by_default(template):
+    fn_name, _ = function(template)
+    name, schedule = only_resource_of_type(template, "AWS::Scheduler::Schedule")
+    params = template["Parameters"]
+    assert params["Sweep"]["Default"] == "true" and params["Sweep"]["AllowedValues"] == ["true", "false"]
+    assert template["Conditions"]["SweepOn"] == {"Fn::Equals": [{"Ref": "Sweep"}, "true"]}
+    assert schedule["Condition"] == "SweepOn"
+    interval = params["SweepIntervalMinutes"]
+    assert (interval["Type"], interval["Default"], interval["MinValue"]) == ("Number", 15, 5)
+    props = schedule["Properties"]
+    assert props["Name"] == "ec2-quarantine-sweep", "under the prefix the guard protects"
+    assert props["State"] == "ENABLED"
+    assert props["ScheduleExpression"] == {"Fn::Sub": "rate(${SweepIntervalMinutes} minutes)"}
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    target = props["Target"]
+    assert getatt(target["Arn"]) == (fn_name, "Arn")
+    assert json.loads(target["Input"]) == {"action": "sweep"}
+    assert 0 <= target["RetryPolicy"]["MaximumRetryAttempts"] <= 185
+    assert 60 <= target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 86400
+
+
+def test_the_sweep_role_is_trusted_by_scheduler_in_this_account_and_may_only_invoke_the_function(template):
+    fn_name, _ = function(template)
+    _, schedule = only_resource_of_type(template, "AWS::Scheduler::Schedule")
+    role_name, attr = getatt(schedule["Properties"]["Target"]["RoleArn"])
+    assert attr == "Arn"
+    role = template["Resources"][role_name]
+    assert role["Type"] == "AWS::IAM::Role" and role["Condition"] == "SweepOn"
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Effect"] == "Allow"
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    statements = role_statements(role)
+    assert len(statements) == 1
+    (statement,) = statements
+    assert statement["Effect"] == "Allow"
+    assert as_list(statement["Action"]) == ["lambda:InvokeFunction"]
+    assert getatt(statement["Resource"]) == (fn_name, "Arn"), "this function only, no wildcard"
+    assert "ManagedPolicyArns" not in role["Properties"]
+
+
+def test_sweep_accounts_are_the_member_accounts_only_with_the_member_role(template):
+    _, fn = function(template)
+    value = fn["Properties"]["Environment"]["Variables"]["SWEEP_ACCOUNTS"]
+    assert value == {
+        "Fn::If": ["MemberRoleSet", {"Fn::Join": [",", {"Ref": "MemberAccountIds"}]}, ""]
+    }
+
+
+def test_a_sweep_that_found_nothing_is_not_mailed_but_everything_else_is(template):
+    (sub,) = resources_of_type(template, "AWS::SNS::Subscription").values()
+    props = sub["Properties"]
+    assert props["FilterPolicyScope"] == "MessageBody"
+    assert props["FilterPolicy"] == {
+        "$or": [
+            {"responsePayload": {"outcome": [{"anything-but": ["swept"]}]}},
+            {"responsePayload": {"outcome": [{"exists": False}]}},
+        ]
+    }
