@@ -3,6 +3,8 @@
 //! with any failed step fails after every step has run, carrying the whole report, so that
 //! Lambda retries it and, once retries are spent, hands it to the on-failure destination.
 
+use std::time::{Duration, Instant};
+
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 
@@ -65,13 +67,41 @@ pub async fn function_handler(
 ) -> Result<Report, HandlerError> {
     deps.accounts
         .learn_own_account(&event.context.invoked_function_arn);
-    handle(event.payload, &event.context.request_id, deps).await
+    let deadline = stop_at(event.context.deadline);
+    handle_until(
+        event.payload,
+        &event.context.request_id,
+        deps,
+        Some(deadline),
+    )
+    .await
 }
 
+/// When to stop starting work and report what was done: [`contain::DEADLINE_RESERVE`] before
+/// Lambda's deadline (milliseconds since the epoch, from the invocation's context).
+fn stop_at(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Instant::now() + left.saturating_sub(contain::DEADLINE_RESERVE)
+}
+
+/// An invocation with no deadline of its own (the tests, the local run).
 pub async fn handle(
     payload: Value,
     invocation_id: &str,
     deps: &Deps,
+) -> Result<Report, HandlerError> {
+    handle_until(payload, invocation_id, deps, None).await
+}
+
+pub async fn handle_until(
+    payload: Value,
+    invocation_id: &str,
+    deps: &Deps,
+    deadline: Option<Instant>,
 ) -> Result<Report, HandlerError> {
     let request = Request::from_value(payload, &deps.config.trigger)
         .and_then(|request| release::admit(request, deps.config.mode))
@@ -126,7 +156,9 @@ pub async fn handle(
             }
             return Ok(report);
         }
-        Request::Contain(request) => contain_in_account(request, invocation_id, deps).await?,
+        Request::Contain(request) => {
+            contain_in_account(request, invocation_id, deps, deadline).await?
+        }
         Request::Sweep(request) => {
             // As for a containment: the request may ask for a dry run, never lift DRY_RUN.
             let request = SweepRequest {
@@ -176,6 +208,7 @@ async fn contain_in_account(
     mut request: ContainRequest,
     invocation_id: &str,
     deps: &Deps,
+    deadline: Option<Instant>,
 ) -> Result<Report, HandlerError> {
     let target = deps
         .accounts
@@ -195,6 +228,7 @@ async fn contain_in_account(
                 &request,
                 invocation_id,
                 dry_run,
+                deadline,
             )
             .await
         }
@@ -203,7 +237,15 @@ async fn contain_in_account(
             match deps.accounts.clients_for(&member, &deps.clients).await {
                 Ok(clients) => {
                     let config = accounts::config_in(&deps.config, &member.account);
-                    run(&clients, &config, &request, invocation_id, dry_run).await
+                    run(
+                        &clients,
+                        &config,
+                        &request,
+                        invocation_id,
+                        dry_run,
+                        deadline,
+                    )
+                    .await
                 }
                 Err(error) => {
                     tracing::error!(error = %error, "the member role could not be assumed");
@@ -222,9 +264,10 @@ async fn run(
     request: &ContainRequest,
     invocation_id: &str,
     dry_run: bool,
+    deadline: Option<Instant>,
 ) -> Report {
     match dry_run {
         true => contain::dry_run::plan_all(clients, config, request, invocation_id).await,
-        false => contain::contain_all(clients, config, request, invocation_id).await,
+        false => contain::contain_all(clients, config, request, invocation_id, deadline).await,
     }
 }

@@ -394,7 +394,9 @@ async fn contain(
 ) -> Report {
     match request.dry_run {
         true => contain::dry_run::plan_all(clients, config, request, invocation_id).await,
-        false => contain::contain_all(clients, config, request, invocation_id).await,
+        // The sweep's own deadline is not handed down (noted in README): a sweep contains
+        // few instances, each well inside the function's timeout.
+        false => contain::contain_all(clients, config, request, invocation_id, None).await,
     }
 }
 

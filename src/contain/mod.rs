@@ -61,6 +61,10 @@ use instance::{DescribeError, InstanceFacts};
 use network::IsolationGroups;
 use progress::Progress;
 
+/// The time kept, before Lambda would stop the invocation, to write the report so far to the
+/// tags and the record ([`cut_short`]).
+pub const DEADLINE_RESERVE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long one invocation holds the right to snapshot an instance: past the function's timeout,
 /// so that a crashed holder's lease lapses before Lambda's next retry.
 const SNAPSHOT_LEASE_SECS: u64 = 15 * 60;
@@ -200,11 +204,13 @@ pub(crate) fn step_report(
 
 /// Contains every instance of `request`. `invocation_id` names the incident when the event has
 /// no id of its own (a direct invocation); Lambda keeps it across its own retries.
+/// `deadline`: when to stop and report what was done ([`DEADLINE_RESERVE`] before Lambda's own).
 pub async fn contain_all(
     clients: &Clients,
     config: &Config,
     request: &ContainRequest,
     invocation_id: &str,
+    deadline: Option<Instant>,
 ) -> Report {
     let groups = IsolationGroups::new(&config.isolation_group_name, &config.responder_access)
         .cutting_tracked_connections(config.cut_tracked_connections);
@@ -230,6 +236,7 @@ pub async fn contain_all(
         invocation_id,
         reason: &request.reason,
         account: request.account.as_deref(),
+        deadline,
     };
     let contained = stream::iter(&request.instance_ids)
         .map(|id| contain_one(&invocation, id))
@@ -255,9 +262,87 @@ struct Invocation<'a> {
     reason: &'a str,
     /// The account the instances are in, for the record.
     account: Option<&'a str>,
+    deadline: Option<Instant>,
 }
 
+/// Contains one instance; past the invocation's deadline, ends with the report so far
+/// ([`cut_short`]) instead of being killed with it.
 async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport {
+    let progress = Progress::new(TAGGED_STEPS);
+    let Some(deadline) = inv.deadline else {
+        return contain_steps(inv, instance_id, &progress).await;
+    };
+    let steps = contain_steps(inv, instance_id, &progress);
+    match tokio::time::timeout_at(deadline.into(), Box::pin(steps)).await {
+        Ok(report) => report,
+        Err(_) => cut_short(inv, instance_id, &progress).await,
+    }
+}
+
+/// What an instance's containment had done when the invocation's time ran out: the steps that
+/// ended as they reported, the others failed as cut short (what they changed stays, and Lambda's
+/// retry finishes them); the status tag and the record say so, within the time kept for it.
+async fn cut_short(inv: &Invocation<'_>, instance_id: &str, progress: &Progress) -> InstanceReport {
+    let started = Instant::now();
+    let (mut steps, pending) = progress.so_far();
+    for step in pending {
+        steps.push(step_report(
+            step,
+            started,
+            Err(AwsError::local(
+                "Deadline",
+                "cut short: the invocation's time ran out before this step ended; what it \
+                 changed stays, and Lambda's retry finishes it",
+            )),
+        ));
+    }
+    let outcome = outcome_of(&statuses_of(&steps));
+    let status = tags::status_value(outcome);
+    let now = now_rfc3339();
+    // Only the status: nothing else of the record is known once the steps were dropped.
+    let nothing_observed = Observed::default();
+    let (tagged, recorded) = tokio::time::timeout(DEADLINE_RESERVE, async {
+        tokio::join!(
+            tags::write_status(inv.clients, instance_id, status),
+            inv.store
+                .finish(instance_id, status, &now, &nothing_observed)
+        )
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let late = || AwsError::local("Deadline", "no time was left to write it");
+        (Err(late()), Err(late()))
+    });
+    steps.push(step_report(
+        Step::TagInstance,
+        started,
+        tagged.map(|()| StepResult::done(format!("{}={status} (cut short)", tags::STATUS))),
+    ));
+    steps.insert(
+        0,
+        step_report(
+            Step::RecordIncident,
+            started,
+            recorded.map(|_| StepResult::done(format!("status {status} (cut short)"))),
+        ),
+    );
+    InstanceReport {
+        instance_id: instance_id.to_owned(),
+        vpc_id: None,
+        outcome: outcome_of(&statuses_of(&steps)),
+        incident: None,
+        steps,
+        snapshots: Vec::new(),
+        original: None,
+        metadata: serde_json::Value::Null,
+    }
+}
+
+async fn contain_steps(
+    inv: &Invocation<'_>,
+    instance_id: &str,
+    progress: &Progress,
+) -> InstanceReport {
     let clients = inv.clients;
     let started = Instant::now();
     // 1. One round trip of reads.
@@ -313,7 +398,6 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
     );
 
     // 3. Everything else at once.
-    let progress = Progress::new(TAGGED_STEPS);
     let after_claim = async {
         let claimed = claim.clone().await;
         let claim_ms = claimed_at.elapsed();
@@ -350,7 +434,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
                 &incident,
                 (claimed.is_ok(), leased),
                 prior,
-                &progress
+                progress
             ))
             .inspect(|cut| progress.finished(&cut.report)),
         );
@@ -384,7 +468,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
             inv.config.revoke_credentials,
             instance_id,
             original_profile,
-            Some(&progress),
+            Some(progress),
         )
         .await;
         progress.finished(&report);
@@ -400,7 +484,7 @@ async fn contain_one(inv: &Invocation<'_>, instance_id: &str) -> InstanceReport 
                 clients,
                 inv.groups,
                 &facts,
-                &progress,
+                progress,
                 claim.clone().map(|_| ())
             )
             .boxed(),

@@ -17,6 +17,9 @@ pub struct Progress {
 #[derive(Clone, Default)]
 struct State {
     statuses: Vec<(Step, Status)>,
+    /// The steps that have ended, as they reported: what a containment cut short by the deadline
+    /// still reports.
+    ended: Vec<StepReport>,
     /// Every step has ended: whatever has not reported never will.
     closed: bool,
 }
@@ -43,6 +46,27 @@ impl Progress {
 
     pub fn finished(&self, report: &StepReport) {
         self.written(report.step, report.status);
+        self.state.send_modify(|state| {
+            state.ended.retain(|r| r.step != report.step);
+            state.ended.push(report.clone());
+        });
+    }
+
+    /// Every step that has ended so far, in the order of `expected`; and those that have not.
+    pub fn so_far(&self) -> (Vec<StepReport>, Vec<Step>) {
+        let state = self.state.borrow();
+        let ended = self
+            .expected
+            .iter()
+            .filter_map(|step| state.ended.iter().find(|r| r.step == *step).cloned())
+            .collect();
+        let pending = self
+            .expected
+            .iter()
+            .filter(|step| !state.ended.iter().any(|r| r.step == **step))
+            .copied()
+            .collect();
+        (ended, pending)
     }
 
     /// Called once every step has ended, so that a step that never reported cannot hold the

@@ -169,6 +169,23 @@ pub async fn write_early(
     }
 }
 
+/// Only the status, when the invocation's time ran out before the tags went out.
+pub async fn write_status(
+    clients: &Clients,
+    instance_id: &str,
+    status: &str,
+) -> Result<(), AwsError> {
+    clients
+        .ec2
+        .create_tags()
+        .resources(instance_id)
+        .tags(Tag::builder().key(STATUS).value(status).build())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws_err("CreateTags"))
+}
+
 /// The resources that carry the marks: every interface and volume of the instance.
 pub(crate) fn marked_resources(facts: &InstanceFacts) -> Vec<String> {
     let interfaces = facts.interfaces.iter().map(|i| i.id.clone());

@@ -271,3 +271,58 @@ async fn a_rerun_after_a_half_done_containment_completes_the_rest() {
         s.volumes.len()
     );
 }
+
+#[tokio::test]
+async fn an_invocation_that_runs_out_of_time_ends_with_the_report_so_far_in_the_record_and_tags() {
+    use std::time::{Duration, Instant};
+
+    use ec2_quarantine::handler::{handle_until, Deps};
+
+    let s = Scenario::build(Options::default()).await;
+    // The snapshots never answer: without a deadline the step would end only when the SDK's
+    // timeouts give up (20 s per attempt budget), long after the function's own time.
+    let faults = Faults::default();
+    faults.hang("CreateSnapshots");
+    let sdk = with_faults(&s.account.sdk, &faults);
+    let log = crate::support::CallLog::default();
+    let deps = Deps {
+        clients: crate::support::recorded_clients(&sdk, &log),
+        accounts: crate::support::accounts(&sdk, &log),
+        config: s.config(&[]),
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(6);
+    let result = handle_until(
+        trigger_event(&[&s.instance_id]),
+        &crate::support::unique("request"),
+        &deps,
+        Some(deadline),
+    )
+    .await
+    .map_err(|e| e.to_string());
+    assert!(
+        started.elapsed() < Duration::from_secs(6) + ec2_quarantine::contain::DEADLINE_RESERVE,
+        "ended within the time kept for the report"
+    );
+    let report = failed_report(result);
+    let snapshots = step(&report, "snapshot-volumes");
+    assert_eq!(snapshots["status"], "failed");
+    assert!(
+        snapshots["detail"].as_str().unwrap().contains("cut short"),
+        "{snapshots}"
+    );
+    // What ended before the deadline is reported as it ended: the cuts hold.
+    assert_eq!(step(&report, "move-network-interfaces")["status"], "done");
+    assert_eq!(report["instances"][0]["outcome"], "partial");
+    assert_cut_off(&s).await;
+    // The report so far is in the tags and the record.
+    assert_eq!(
+        s.account
+            .tag_of(&s.instance_id, "ec2-quarantine:status")
+            .await
+            .as_deref(),
+        Some("partial")
+    );
+    let record = crate::record::record(&s, &s.instance_id).await;
+    assert_eq!(record["status"].as_s().unwrap(), "partial");
+}
