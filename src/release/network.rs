@@ -172,7 +172,8 @@ fn timeouts_to_restore(
             describe(&now)
         )),
         (None, None) => Timeouts::Leave(
-            "connection tracking timeouts neither recorded nor reported by EC2: left as they are"
+            "its connection tracking timeouts were not recorded, and EC2 reports none: left as \
+             they are"
                 .to_owned(),
         ),
     }
