@@ -200,6 +200,24 @@ impl Faults {
         self.add(operation, Fault::Held(gate.clone()), Some(1))
     }
 
+    /// The next call of `operation` whose request body contains `body_contains` waits at `gate`
+    /// until the test opens it.
+    pub fn hold_when(
+        &self,
+        operation: &'static str,
+        body_contains: &'static str,
+        gate: &Gate,
+    ) -> &Self {
+        self.rules.lock().unwrap().push(Rule {
+            operation,
+            fault: Fault::Held(gate.clone()),
+            body_contains: Some(body_contains),
+            remaining: Some(1),
+            injected: 0,
+        });
+        self
+    }
+
     fn add(&self, operation: &'static str, fault: Fault, remaining: Option<u32>) -> &Self {
         self.rules.lock().unwrap().push(Rule {
             operation,
