@@ -38,8 +38,8 @@ pub struct Interface {
     pub groups: Vec<String>,
     pub private_ips: Vec<String>,
     pub ipv6_addresses: Vec<String>,
-    /// As `DescribeNetworkInterfaces` reported them (AWS leaves them out where they were never
-    /// set); recorded at the claim so that a release can put them back.
+    /// As `DescribeNetworkInterfaces` reported them (`None` when it reported none); recorded at
+    /// the claim so that a release can put them back.
     pub connection_tracking: Option<ConnectionTracking>,
 }
 
