@@ -1,12 +1,15 @@
 //! Round trip 1: `DescribeInstances` for one instance, reduced to the facts every step works
-//! from, and the instance's description kept as evidence before anything is changed.
+//! from, and the instance's description kept as evidence before anything is changed. Beside it,
+//! in the same round trip, `DescribeNetworkInterfaces` for the interfaces attached to it: only
+//! that call reports each interface's connection tracking timeouts, which containment shortens
+//! and a release puts back.
 //!
-//! IAM: `ec2:DescribeInstances`. Accepts every state but `terminated`: a terminated instance has
+//! IAM: `ec2:DescribeInstances`, `ec2:DescribeNetworkInterfaces`. Accepts every state but `terminated`: a terminated instance has
 //! nothing left to contain, and saying "contained" about it would be a lie.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_ec2::types::{Instance, InstanceLifecycleType, InstanceStateName};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, InstanceStateName};
 use serde_json::{json, Value};
 
 use crate::aws::{aws_err, AwsError, Clients};
@@ -35,7 +38,8 @@ pub struct Interface {
     pub groups: Vec<String>,
     pub private_ips: Vec<String>,
     pub ipv6_addresses: Vec<String>,
-    /// Recorded at the claim so that a release can put the timeouts back.
+    /// As `DescribeNetworkInterfaces` reported them (`None` when it reported none); recorded at
+    /// the claim so that a release can put them back.
     pub connection_tracking: Option<ConnectionTracking>,
 }
 
@@ -60,12 +64,15 @@ pub async fn describe(
     clients: &Clients,
     instance_id: &str,
 ) -> Result<InstanceFacts, DescribeError> {
-    let output = clients
-        .ec2
-        .describe_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
+    let (described, timeouts) = tokio::join!(
+        clients
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send(),
+        connection_tracking(clients, instance_id),
+    );
+    let output = described
         .map_err(aws_err("DescribeInstances"))
         .map_err(|e| {
             if e.has_code("InvalidInstanceID.NotFound") || e.has_code("InvalidInstanceID.Malformed")
@@ -81,11 +88,66 @@ pub async fn describe(
         .flat_map(|r| r.instances())
         .find(|i| i.instance_id() == Some(instance_id))
         .ok_or_else(|| DescribeError::NotFound(instance_id.to_owned()))?;
-    let facts = facts_of(instance_id, instance);
+    let mut facts = facts_of(instance_id, instance);
+    match timeouts {
+        Ok(timeouts) => merge_connection_tracking(&mut facts, &timeouts),
+        // Containment does not wait on bookkeeping: without the timeouts, a release finds none
+        // recorded and decides from the interface's timeouts then.
+        Err(e) => tracing::warn!(instance_id, error = %e, "connection tracking timeouts not read"),
+    }
     if facts.state == InstanceStateName::Terminated.as_str() {
         return Err(DescribeError::Terminated(instance_id.to_owned()));
     }
     Ok(facts)
+}
+
+/// The connection tracking timeouts of each interface attached to the instance, by interface id,
+/// as `DescribeNetworkInterfaces` reports them (`DescribeInstances` does not).
+async fn connection_tracking(
+    clients: &Clients,
+    instance_id: &str,
+) -> Result<HashMap<String, ConnectionTracking>, AwsError> {
+    let interfaces: Vec<_> = clients
+        .ec2
+        .describe_network_interfaces()
+        .filters(
+            Filter::builder()
+                .name("attachment.instance-id")
+                .values(instance_id)
+                .build(),
+        )
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(aws_err("DescribeNetworkInterfaces"))?;
+    Ok(interfaces
+        .iter()
+        .filter_map(|eni| {
+            let c = eni.connection_tracking_configuration()?;
+            Some((
+                eni.network_interface_id()?.to_owned(),
+                ConnectionTracking {
+                    tcp_established_timeout: c.tcp_established_timeout(),
+                    udp_stream_timeout: c.udp_stream_timeout(),
+                    udp_timeout: c.udp_timeout(),
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Pure: the timeouts `DescribeNetworkInterfaces` reported, over what `DescribeInstances` showed.
+pub fn merge_connection_tracking(
+    facts: &mut InstanceFacts,
+    timeouts: &HashMap<String, ConnectionTracking>,
+) {
+    for interface in &mut facts.interfaces {
+        if let Some(t) = timeouts.get(&interface.id) {
+            interface.connection_tracking = Some(*t);
+        }
+    }
 }
 
 /// Pure: the SDK's description reduced to what the steps need.

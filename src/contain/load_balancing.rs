@@ -6,15 +6,19 @@
 //! `elasticloadbalancing:DeregisterInstancesFromLoadBalancer`.
 //!
 //! ELBv2 has no "which groups hold this target" call, so every target group of the region is
-//! read (paginated) and its targets compared: `instance` groups by instance id on every port,
-//! `ip` groups by the addresses of the instance's interfaces in the group's VPC (an address alone
-//! could belong to another VPC). This is the slow part of containment and never delays the cuts.
+//! listed (paginated), and the targets of those that can hold the instance are read and compared
+//! ([`groups_to_read`]): `instance` groups in one of the instance's VPCs, by instance id on every
+//! port; `ip` groups by the addresses of the instance's interfaces in the group's VPC (an address
+//! alone could belong to another VPC); `lambda` and `alb` groups never. This is the slow part of
+//! containment and never delays the cuts. In an account with thousands of groups it is bounded by
+//! [`SCAN_DEADLINE`]: the groups not read by then are named in the report and the step fails,
+//! since the instance may still take traffic through them.
 //!
 //! Idempotent: only current registrations are deregistered; targets already draining count as
 //! gone.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +38,12 @@ use crate::report::{Step, StepReport, TargetRegistration};
 
 /// Target groups read at the same time; enough to hide latency without tripping throttling.
 const TARGET_HEALTH_CONCURRENCY: usize = 8;
+
+/// How long the target-group step may list and read groups, from its start: well inside the
+/// function's 150 s timeout, with room left for the deregistrations, their read-back and the
+/// tags. At ELB's documented 10 `Describe*` calls a second, about 300 groups of the instance's
+/// VPCs can be read in it; the groups of other VPCs are not read at all.
+pub const SCAN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Every target group of the region, listed once per invocation however many instances it
 /// contains, and from the start of the invocation, so that the listing (many pages in a large
@@ -92,22 +102,53 @@ pub struct ClassicCut {
     pub original: Vec<String>,
 }
 
-/// The target ids that mean this instance in a group of `vpc_id` with `target_type`.
+/// The target ids that mean this instance in a group of `vpc_id` with `target_type`: none for a
+/// group outside the instance's VPCs (no instance or address of it can be registered there), and
+/// none for `lambda` and `alb` groups, whose targets are functions and load balancers.
 fn own_target_ids(
     facts: &InstanceFacts,
     target_type: Option<&TargetTypeEnum>,
     vpc_id: Option<&str>,
 ) -> BTreeSet<String> {
+    let Some(vpc_id) = vpc_id else {
+        return BTreeSet::new();
+    };
+    let in_vpc = |i: &&super::instance::Interface| i.vpc_id == vpc_id;
     match target_type {
-        Some(TargetTypeEnum::Instance) | None => BTreeSet::from([facts.instance_id.clone()]),
+        Some(TargetTypeEnum::Instance) | None
+            if facts.vpc_id.as_deref() == Some(vpc_id)
+                || facts.interfaces.iter().any(|i| in_vpc(&i)) =>
+        {
+            BTreeSet::from([facts.instance_id.clone()])
+        }
         Some(TargetTypeEnum::Ip) => facts
             .interfaces
             .iter()
-            .filter(|i| Some(i.vpc_id.as_str()) == vpc_id)
+            .filter(in_vpc)
             .flat_map(|i| i.private_ips.iter().chain(&i.ipv6_addresses).cloned())
             .collect(),
-        Some(_) => BTreeSet::new(),
+        _ => BTreeSet::new(),
     }
+}
+
+/// A target group that may hold the instance, and the target ids that mean the instance there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub arn: String,
+    pub own: BTreeSet<String>,
+}
+
+/// Pure: the groups whose targets must be read to find the instance; every other group of the
+/// listing cannot hold it.
+pub(crate) fn groups_to_read(facts: &InstanceFacts, groups: &[TargetGroup]) -> Vec<Candidate> {
+    groups
+        .iter()
+        .filter_map(|g| {
+            let own = own_target_ids(facts, g.target_type(), g.vpc_id());
+            let arn = g.target_group_arn()?.to_owned();
+            (!own.is_empty()).then_some(Candidate { arn, own })
+        })
+        .collect()
 }
 
 async fn target_health(
@@ -158,8 +199,10 @@ pub async fn deregister_target_groups(
     recorder: Option<Recorder<'_>>,
 ) -> TargetGroupCut {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + SCAN_DEADLINE;
     let mut original = Vec::new();
-    let result = deregister_all_targets(clients, list, facts, recorder, &mut original).await;
+    let result =
+        deregister_all_targets(clients, list, facts, recorder, deadline, &mut original).await;
     TargetGroupCut {
         report: step_report(Step::DeregisterTargetGroups, started, result),
         original,
@@ -170,31 +213,89 @@ pub async fn deregister_target_groups(
 /// instance's current registrations.
 pub(crate) type Registered = (String, BTreeSet<String>, Vec<TargetDescription>);
 
-/// Every target group of the region, and those the instance is registered in (draining
-/// registrations excluded). Reads only.
+/// What the scan of the region's target groups found by its deadline.
+pub(crate) struct Scan {
+    /// Target groups in the region.
+    pub listed: usize,
+    /// Those the instance is registered in (draining registrations excluded).
+    pub registered: Vec<Registered>,
+    /// Groups that may hold the instance and were not read by the deadline.
+    pub unread: Vec<String>,
+}
+
+impl Scan {
+    /// The error a scan that ran out of time ends its step with: the instance may still be
+    /// registered in the groups it did not read.
+    pub(crate) fn unread_error(&self, deadline: Duration) -> Option<AwsError> {
+        (!self.unread.is_empty()).then(|| {
+            AwsError::local(
+                "DescribeTargetHealth",
+                format!(
+                    "at risk: {} target group(s) of the instance's VPCs not scanned within {} s, \
+                     so it may still receive traffic through them: {}",
+                    self.unread.len(),
+                    deadline.as_secs(),
+                    self.unread.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// Lists the region's target groups and reads those that may hold the instance, until
+/// `deadline`. Reads only.
 pub(crate) async fn registered_groups(
     clients: &Clients,
     list: &TargetGroupList,
     facts: &InstanceFacts,
-) -> Result<(usize, Vec<Registered>), AwsError> {
-    let groups = list.get(clients).await?;
-    let candidates: Vec<(String, BTreeSet<String>)> = groups
-        .iter()
-        .filter_map(|g| {
-            let own = own_target_ids(facts, g.target_type(), g.vpc_id());
-            Some((g.target_group_arn()?.to_owned(), own)).filter(|(_, own)| !own.is_empty())
-        })
-        .collect();
-    let registered: Vec<Registered> = stream::iter(candidates)
-        .map(|(arn, own): (String, BTreeSet<String>)| async move {
-            let targets = own_registrations(&list.targets(clients, &arn).await?, &own);
-            Ok::<_, AwsError>((arn, own, targets))
-        })
-        .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
-        .try_filter(|(_, _, targets)| std::future::ready(!targets.is_empty()))
-        .try_collect()
-        .await?;
-    Ok((groups.len(), registered))
+    deadline: tokio::time::Instant,
+) -> Result<Scan, AwsError> {
+    let groups = tokio::time::timeout_at(deadline, list.get(clients))
+        .await
+        .map_err(|_| {
+            AwsError::local(
+                "DescribeTargetGroups",
+                "at risk: the region's target groups were not listed by the scan's deadline, \
+                 so none was read"
+                    .to_owned(),
+            )
+        })??;
+    let reads: Vec<(Candidate, Option<Vec<TargetDescription>>)> =
+        stream::iter(groups_to_read(facts, &groups))
+            .map(|candidate| async move {
+                // A read not started by the deadline is not started at all.
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok((candidate, None));
+                }
+                match tokio::time::timeout_at(deadline, list.targets(clients, &candidate.arn)).await
+                {
+                    Ok(targets) => {
+                        let mine = own_registrations(&targets?, &candidate.own);
+                        Ok((candidate, Some(mine)))
+                    }
+                    Err(_) => Ok::<_, AwsError>((candidate, None)),
+                }
+            })
+            .buffer_unordered(TARGET_HEALTH_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let mut scan = Scan {
+        listed: groups.len(),
+        registered: Vec::new(),
+        unread: Vec::new(),
+    };
+    for (candidate, read) in reads {
+        match read {
+            Some(targets) if !targets.is_empty() => {
+                scan.registered
+                    .push((candidate.arn, candidate.own, targets))
+            }
+            Some(_) => {}
+            None => scan.unread.push(candidate.arn),
+        }
+    }
+    scan.unread.sort();
+    Ok(scan)
 }
 
 async fn deregister_all_targets(
@@ -202,13 +303,20 @@ async fn deregister_all_targets(
     list: &TargetGroupList,
     facts: &InstanceFacts,
     recorder: Option<Recorder<'_>>,
+    deadline: tokio::time::Instant,
     original: &mut Vec<TargetRegistration>,
 ) -> Result<StepResult, AwsError> {
-    let (group_count, registered) = registered_groups(clients, list, facts).await?;
+    let scan = registered_groups(clients, list, facts, deadline).await?;
+    let unread = scan.unread_error(SCAN_DEADLINE);
+    let registered = scan.registered;
     if registered.is_empty() {
-        return Ok(StepResult::unchanged(format!(
-            "registered in none of {group_count} target group(s)"
-        )));
+        return match unread {
+            Some(e) => Err(e),
+            None => Ok(StepResult::unchanged(format!(
+                "registered in none of {} target group(s)",
+                scan.listed
+            ))),
+        };
     }
     for (arn, _, targets) in &registered {
         original.extend(targets.iter().map(|t| TargetRegistration {
@@ -265,13 +373,16 @@ async fn deregister_all_targets(
             None => format!("{} ({})", r.target_group_arn, r.target_id),
         })
         .collect();
-    unrecorded(
-        Ok(StepResult::done(format!(
-            "deregistered from {}",
-            names.join(", ")
-        ))),
-        remembered,
-    )
+    let done = format!("deregistered from {}", names.join(", "));
+    // What was found is deregistered; the groups not read still fail the step.
+    let result = match unread {
+        Some(e) => Err(AwsError {
+            message: format!("{done}; {}", e.message),
+            ..e
+        }),
+        None => Ok(StepResult::done(done)),
+    };
+    unrecorded(result, remembered)
 }
 
 pub async fn deregister_classic(
@@ -371,4 +482,106 @@ async fn deregister_classic_inner(
         ))),
         remembered,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::types::TargetGroup;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::contain::instance::Interface;
+
+    fn facts() -> InstanceFacts {
+        let interface = |id: &str, vpc: &str, ip: &str| Interface {
+            id: id.to_owned(),
+            vpc_id: vpc.to_owned(),
+            groups: vec!["sg-1".to_owned()],
+            private_ips: vec![ip.to_owned()],
+            ipv6_addresses: Vec::new(),
+            connection_tracking: None,
+        };
+        InstanceFacts {
+            instance_id: "i-1".to_owned(),
+            state: "running".to_owned(),
+            vpc_id: Some("vpc-a".to_owned()),
+            interfaces: vec![
+                interface("eni-1", "vpc-a", "10.0.0.5"),
+                interface("eni-2", "vpc-b", "10.1.0.5"),
+            ],
+            profile_arn: None,
+            volumes: Vec::new(),
+            root_device_name: None,
+            root_device_is_ebs: true,
+            spot: false,
+            tags: Default::default(),
+            metadata: Value::Null,
+        }
+    }
+
+    fn group(arn: &str, target_type: Option<&str>, vpc: Option<&str>) -> TargetGroup {
+        TargetGroup::builder()
+            .target_group_arn(arn)
+            .set_target_type(target_type.map(TargetTypeEnum::from))
+            .set_vpc_id(vpc.map(str::to_owned))
+            .build()
+    }
+
+    #[test]
+    fn only_groups_of_the_instances_vpcs_that_can_hold_it_are_read() {
+        let groups = [
+            group("tg-instance-a", Some("instance"), Some("vpc-a")),
+            // The second interface's VPC is one of the instance's too.
+            group("tg-instance-b", Some("instance"), Some("vpc-b")),
+            group("tg-instance-other", Some("instance"), Some("vpc-other")),
+            group("tg-untyped-a", None, Some("vpc-a")),
+            group("tg-ip-b", Some("ip"), Some("vpc-b")),
+            group("tg-ip-other", Some("ip"), Some("vpc-other")),
+            group("tg-lambda", Some("lambda"), None),
+            group("tg-alb-a", Some("alb"), Some("vpc-a")),
+            group("tg-no-vpc", Some("instance"), None),
+        ];
+        let read = groups_to_read(&facts(), &groups);
+        let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            read,
+            vec![
+                Candidate {
+                    arn: "tg-instance-a".to_owned(),
+                    own: ids(&["i-1"])
+                },
+                Candidate {
+                    arn: "tg-instance-b".to_owned(),
+                    own: ids(&["i-1"])
+                },
+                Candidate {
+                    arn: "tg-untyped-a".to_owned(),
+                    own: ids(&["i-1"])
+                },
+                // By the addresses of the interface in that VPC only.
+                Candidate {
+                    arn: "tg-ip-b".to_owned(),
+                    own: ids(&["10.1.0.5"])
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scan_with_unread_groups_names_them_as_at_risk() {
+        let scan = Scan {
+            listed: 2000,
+            registered: Vec::new(),
+            unread: vec!["tg-1".to_owned(), "tg-2".to_owned()],
+        };
+        let e = scan.unread_error(SCAN_DEADLINE).expect("an error");
+        assert_eq!(e.operation, "DescribeTargetHealth");
+        assert!(e.message.starts_with("at risk: 2 target group(s)"), "{e}");
+        assert!(e.message.ends_with("tg-1, tg-2"), "{e}");
+        let complete = Scan {
+            unread: Vec::new(),
+            ..scan
+        };
+        assert!(complete.unread_error(SCAN_DEADLINE).is_none());
+    }
 }

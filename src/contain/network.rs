@@ -878,7 +878,12 @@ fn combine_groups(
 
 /// Idle timeouts for the flows the interim group cannot untrack (ICMP, and flows AWS tracks
 /// automatically): the documented minimums (TCP established, UDP stream, UDP).
-const CONNTRACK_TIMEOUTS: (i32, i32, i32) = (60, 60, 30);
+pub(crate) const CONNTRACK_TIMEOUTS: (i32, i32, i32) = (60, 60, 30);
+
+/// AWS's defaults for an interface whose timeouts were never set (TCP established, UDP stream,
+/// UDP), from `ConnectionTrackingConfiguration` in the EC2 API reference: what a release sets
+/// where containment shortened timeouts it could not record.
+pub(crate) const DEFAULT_CONNTRACK_TIMEOUTS: (i32, i32, i32) = (432_000, 180, 30);
 
 /// One interface's way to isolation.
 struct Move<'a> {

@@ -1,5 +1,7 @@
 //! Every recorded interface back on the security groups it had before containment, and its
-//! connection tracking timeouts back where they were, when the record holds them.
+//! connection tracking timeouts back where they were ([`timeouts_to_restore`]): the recorded
+//! ones; where none were recorded and the interface has the ones containment sets, AWS's
+//! defaults; otherwise they are left alone, since containment did not set them.
 //!
 //! IAM: `ec2:ModifyNetworkInterfaceAttribute`, `ec2:DescribeNetworkInterfaces`.
 //!
@@ -95,15 +97,14 @@ async fn restore_one(
             .map_err(aws_err("ModifyNetworkInterfaceAttribute"))?;
         changes.push(format!("{eni} -> {}", recorded.groups.join(",")));
     }
-    let conntrack = match &recorded.connection_tracking {
-        Some(timeouts) => {
-            // Always written when recorded: the current timeouts are not in the facts, and
-            // writing the same values again changes nothing.
-            restore_timeouts(clients, eni, timeouts).await?;
-            changes.push(format!("{eni} conntrack {}", describe(timeouts)));
-            ""
+    let conntrack = match timeouts_to_restore(recorded.connection_tracking, now.connection_tracking)
+    {
+        Timeouts::Write { timeouts, why } => {
+            restore_timeouts(clients, eni, &timeouts).await?;
+            changes.push(format!("{eni} conntrack {}{why}", describe(&timeouts)));
+            String::new()
         }
-        None => " (its original connection tracking timeouts were not recorded, so they stay as containment set them)",
+        Timeouts::Leave(why) => format!(" ({eni}: {why})"),
     };
     let read = read_groups(clients, eni).await?;
     if read
@@ -128,6 +129,54 @@ async fn restore_one(
     } else {
         StepResult::done(format!("{}{conntrack}", changes.join(", ")))
     })
+}
+
+/// What a release does with one interface's connection tracking timeouts.
+#[derive(Debug, PartialEq, Eq)]
+enum Timeouts {
+    /// Written, with what the report adds to say why.
+    Write {
+        timeouts: ConnectionTracking,
+        why: &'static str,
+    },
+    /// Left as they are, and why.
+    Leave(String),
+}
+
+fn timeouts_of((tcp, udp_stream, udp): (i32, i32, i32)) -> ConnectionTracking {
+    ConnectionTracking {
+        tcp_established_timeout: Some(tcp),
+        udp_stream_timeout: Some(udp_stream),
+        udp_timeout: Some(udp),
+    }
+}
+
+/// Pure: the recorded timeouts go back (written even when they are in place: the same values
+/// again change nothing). Without a record, only the timeouts containment sets are undone, to
+/// AWS's defaults, which is what an interface has until someone sets them; any others were set
+/// by someone else and are not the release's to change.
+fn timeouts_to_restore(
+    recorded: Option<ConnectionTracking>,
+    current: Option<ConnectionTracking>,
+) -> Timeouts {
+    use crate::contain::network::{CONNTRACK_TIMEOUTS, DEFAULT_CONNTRACK_TIMEOUTS};
+    match (recorded, current) {
+        (Some(timeouts), _) => Timeouts::Write { timeouts, why: "" },
+        (None, Some(now)) if now == timeouts_of(CONNTRACK_TIMEOUTS) => Timeouts::Write {
+            timeouts: timeouts_of(DEFAULT_CONNTRACK_TIMEOUTS),
+            why: " (AWS's defaults: the original timeouts were not recorded, and the interface \
+                  had the ones containment sets)",
+        },
+        (None, Some(now)) => Timeouts::Leave(format!(
+            "connection tracking timeouts not recorded; left at {}, which containment does not set",
+            describe(&now)
+        )),
+        (None, None) => Timeouts::Leave(
+            "its connection tracking timeouts were not recorded, and EC2 reports none: left as \
+             they are"
+                .to_owned(),
+        ),
+    }
 }
 
 async fn restore_timeouts(
@@ -222,6 +271,45 @@ mod tests {
         );
         assert_eq!(describe(&timeouts), "432000/180/30");
         assert_eq!(facts.interfaces[1].connection_tracking, None);
+    }
+
+    #[test]
+    fn recorded_timeouts_are_restored_whatever_the_interface_has_now() {
+        let recorded = ConnectionTracking {
+            tcp_established_timeout: Some(3600),
+            udp_stream_timeout: None,
+            udp_timeout: Some(45),
+        };
+        assert_eq!(
+            timeouts_to_restore(Some(recorded), Some(timeouts_of((60, 60, 30)))),
+            Timeouts::Write {
+                timeouts: recorded,
+                why: ""
+            }
+        );
+    }
+
+    #[test]
+    fn unrecorded_timeouts_that_containment_set_go_back_to_awss_defaults() {
+        match timeouts_to_restore(None, Some(timeouts_of((60, 60, 30)))) {
+            Timeouts::Write { timeouts, why } => {
+                assert_eq!(describe(&timeouts), "432000/180/30");
+                assert!(why.contains("AWS's defaults"), "{why}");
+            }
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unrecorded_timeouts_that_containment_did_not_set_are_left_alone() {
+        match timeouts_to_restore(None, Some(timeouts_of((600, 60, 30)))) {
+            Timeouts::Leave(why) => assert!(why.contains("left at 600/60/30"), "{why}"),
+            other => panic!("expected them left, got {other:?}"),
+        }
+        assert!(matches!(
+            timeouts_to_restore(None, None),
+            Timeouts::Leave(_)
+        ));
     }
 
     #[test]

@@ -620,3 +620,70 @@ async fn registered_in(s: &Scenario, group: &str, target: &str) -> bool {
                     != Some(&aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining)
         })
 }
+
+/// Issue 12, point 7: the timeouts AWS reports before containment shortens them are the ones the
+/// record keeps, read in round trip 1 (`DescribeNetworkInterfaces`, which the emulator answers
+/// without them, so the answer is made AWS's).
+#[tokio::test]
+async fn the_original_connection_tracking_timeouts_aws_reports_are_recorded() {
+    use crate::support::faults::Faults;
+    use crate::support::{with_faults, INCIDENT_TABLE};
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    let (set, unset) = (&s.interfaces[0], &s.interfaces[1]);
+    let faults = Faults::default();
+    faults.connection_tracking(set, (3600, 120, 45));
+
+    let (result, log) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    result.expect("contained");
+    let item = s
+        .account
+        .dynamodb
+        .get_item()
+        .table_name(INCIDENT_TABLE)
+        .key(
+            "instance_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(s.instance_id.clone()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let interfaces: Value =
+        serde_json::from_str(item.item().unwrap()["original_interfaces"].as_s().unwrap()).unwrap();
+    let recorded = |eni: &str| {
+        interfaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["network_interface_id"] == eni)
+            .unwrap_or_else(|| panic!("{eni} recorded"))
+            .get("connection_tracking")
+            .cloned()
+    };
+    assert_eq!(
+        recorded(set),
+        Some(
+            json!({"tcp_established_timeout": 3600, "udp_stream_timeout": 120, "udp_timeout": 45})
+        )
+    );
+    assert_eq!(recorded(unset), None, "AWS reported none for it");
+    // And containment still shortened both.
+    for eni in [set, unset] {
+        assert!(log.interface_changes(eni).contains(
+            &crate::support::InterfaceChange::ConnectionTracking {
+                eni: eni.clone(),
+                timeouts: (60, 60, 30)
+            }
+        ));
+    }
+}

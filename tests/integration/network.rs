@@ -498,7 +498,8 @@ async fn an_interface_a_concurrent_run_left_on_the_interim_group_is_moved_on_to_
     // behind ours, puts the interface on the interim group after our isolation move.
     let gate = Gate::default();
     let faults = Faults::default();
-    faults.hold("DescribeNetworkInterfaces", &gate);
+    // The read-back names the interface; round trip 1 reads by the instance (a filter).
+    faults.hold_when("DescribeNetworkInterfaces", "NetworkInterfaceId.1=", &gate);
     let held = with_faults(&s.account.sdk, &faults);
     let ours = contain_with(&s, trigger_event(&[&s.instance_id]), &[], &held);
     let theirs = async {

@@ -823,6 +823,69 @@ async fn recorded_connection_tracking_timeouts_are_put_back() {
     assert!(detail.contains("were not recorded"), "{detail}");
 }
 
+/// Issue 12, point 7: without a record of the timeouts, a release undoes only what containment
+/// does, and says so.
+#[tokio::test]
+async fn unrecorded_timeouts_go_back_to_awss_defaults_only_where_containment_set_them() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    // The emulator reports no timeouts, so containment records none.
+    contain(&s, trigger_event(&[&s.instance_id]), &[])
+        .await
+        .0
+        .expect("containment");
+    let (ours, theirs) = (&s.interfaces[0], &s.interfaces[1]);
+    // As AWS would report them now: the first with containment's timeouts, the second with
+    // timeouts someone set after containment.
+    let faults = Faults::default();
+    faults
+        .connection_tracking(ours, (60, 60, 30))
+        .connection_tracking(theirs, (600, 60, 30));
+
+    let (result, log) = release_with(
+        &s,
+        release_request(&[&s.instance_id]),
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    let report = result.expect("release");
+    let timeouts_sent = |eni: &str| -> Vec<InterfaceChange> {
+        log.interface_changes(eni)
+            .into_iter()
+            .filter(|c| matches!(c, InterfaceChange::ConnectionTracking { .. }))
+            .collect()
+    };
+    assert_eq!(
+        timeouts_sent(ours),
+        [InterfaceChange::ConnectionTracking {
+            eni: ours.clone(),
+            timeouts: (432000, 180, 30)
+        }]
+    );
+    assert_eq!(
+        timeouts_sent(theirs),
+        [],
+        "not containment's timeouts: left"
+    );
+    let detail = &report.instances[0]
+        .step(Step::RestoreNetworkInterfaces)
+        .unwrap()
+        .detail;
+    assert!(
+        detail.contains(&format!("{ours} conntrack 432000/180/30 (AWS's defaults")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "{theirs}: connection tracking timeouts not recorded; left at 600/60/30"
+        )),
+        "{detail}"
+    );
+}
+
 #[tokio::test]
 async fn an_instance_whose_interfaces_cannot_be_restored_gets_no_traffic_or_auto_scaling_back() {
     let s = Scenario::build(Options::everything()).await;

@@ -32,7 +32,12 @@ async fn with_read_back_held_until_tagged(
     let faults = Faults::default();
     let (read_back, tagging) = (Gate::default(), Gate::default());
     faults
-        .hold("DescribeNetworkInterfaces", &read_back)
+        // The read-back names the interfaces; round trip 1 reads by the instance (a filter).
+        .hold_when(
+            "DescribeNetworkInterfaces",
+            "NetworkInterfaceId.1=",
+            &read_back,
+        )
         .hold("CreateTags", &tagging);
     let sdk = with_faults(&s.account.sdk, &faults);
     let containing = contain_with(s, trigger_event(&[&s.instance_id]), &[], &sdk);

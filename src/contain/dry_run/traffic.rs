@@ -53,13 +53,20 @@ pub(super) async fn plan_target_groups(
     clients: &Clients,
     facts: &InstanceFacts,
 ) -> Result<Plan, AwsError> {
-    let (count, registered) = load_balancing::registered_groups(
+    let scan = load_balancing::registered_groups(
         clients,
         &load_balancing::TargetGroupList::default(),
         facts,
+        tokio::time::Instant::now() + load_balancing::SCAN_DEADLINE,
     )
     .await?;
-    let changes = registered
+    // A plan that could not read every group cannot say the instance is in none of them.
+    if let Some(e) = scan.unread_error(load_balancing::SCAN_DEADLINE) {
+        return Err(e);
+    }
+    let count = scan.listed;
+    let changes = scan
+        .registered
         .iter()
         .map(|(arn, _, targets)| {
             let targets: Vec<String> = targets

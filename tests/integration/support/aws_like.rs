@@ -10,8 +10,11 @@
 //!   association, tags), a read the function made before that write gets the answer it got then.
 //! - Throttling ("Request throttling for the Amazon EC2 API"): a token bucket per API, with the
 //!   documented sizes and refill rates by kind of action, answering `RequestLimitExceeded` (EC2,
-//!   HTTP 503), `Throttling` (Auto Scaling, Elastic Load Balancing, IAM) or
-//!   `ThrottlingException` (DynamoDB) when empty.
+//!   HTTP 503), `Throttling` (Auto Scaling, IAM) or `ThrottlingException` (DynamoDB) when empty.
+//!   Elastic Load Balancing has its own ("Request throttling for the Elastic Load Balancing
+//!   API"): each API version (v2, and v1 for classic load balancers) one bucket for all its
+//!   `Describe*` actions and one for registering and deregistering targets, answering
+//!   `ThrottlingException`.
 //!
 //! The ids are per process (AWS's lag is the id's, whoever asks); the stale reads and buckets
 //! are per layer (one account's view, one function's clients).
@@ -79,30 +82,57 @@ impl Behaviour {
 pub struct Buckets {
     pub mutating: (f64, f64),
     pub non_mutating: (f64, f64),
+    /// Elastic Load Balancing's `Describe*` actions, one bucket per API version.
+    pub elb_describe: (f64, f64),
+    /// Elastic Load Balancing's other actions (registering and deregistering targets among
+    /// them), one bucket per API version.
+    pub elb_registration: (f64, f64),
     /// Scales every refill rate (and so time), for tests that need a long run to be short.
     pub speed: f64,
 }
 
 impl Buckets {
     /// The figures of "Request throttling for the Amazon EC2 API": non-mutating actions 100
-    /// tokens refilled at 20 a second, mutating actions 200 refilled at 5. The same figures
-    /// stand in for the other services, whose documented limits are of the same order.
+    /// tokens refilled at 20 a second, mutating actions 200 refilled at 5; they stand in for
+    /// Auto Scaling, IAM and DynamoDB, whose documented limits are of the same order. Elastic
+    /// Load Balancing's from "Request throttling for the Elastic Load Balancing API": `Describe*`
+    /// 40 tokens refilled at 10 a second; registering and deregistering targets 20 refilled at
+    /// 4, which also stands in for its other mutating actions (this function makes no other).
     pub fn documented() -> Self {
         Self {
             mutating: (200.0, 5.0),
             non_mutating: (100.0, 20.0),
+            elb_describe: (40.0, 10.0),
+            elb_registration: (20.0, 4.0),
             speed: 1.0,
         }
     }
 
-    fn of(&self, operation: &str) -> (f64, f64) {
+    /// The bucket a call takes its token from, its size and its refill rate.
+    fn of(&self, operation: &str, body: &str) -> (String, f64, f64) {
         let reads = ["Describe", "Get", "List", "Query", "Scan"];
-        let (size, refill) = if reads.iter().any(|r| operation.starts_with(r)) {
-            self.non_mutating
-        } else {
-            self.mutating
+        let read = reads.iter().any(|r| operation.starts_with(r));
+        let (key, (size, refill)) = match elb_version(body) {
+            // ELB buckets are shared by every action of a kind, per API version.
+            Some(version) if operation.starts_with("Describe") => {
+                (format!("elb {version} Describe*"), self.elb_describe)
+            }
+            Some(version) => (format!("elb {version} mutating"), self.elb_registration),
+            None if read => (operation.to_owned(), self.non_mutating),
+            None => (operation.to_owned(), self.mutating),
         };
-        (size, refill * self.speed)
+        (key, size, refill * self.speed)
+    }
+}
+
+/// The Elastic Load Balancing API version a query-protocol request is for, if it is one.
+fn elb_version(body: &str) -> Option<&'static str> {
+    if body.contains("Version=2015-12-01") {
+        Some("v2")
+    } else if body.contains("Version=2012-06-01") {
+        Some("v1")
+    } else {
+        None
     }
 }
 
@@ -330,14 +360,14 @@ fn is_read(operation: &str) -> bool {
 
 impl AwsLike {
     /// Takes a token for `operation`; `false` when its bucket is empty.
-    fn take_token(&self, operation: &str) -> bool {
+    fn take_token(&self, operation: &str, body: &str) -> bool {
         let Some(buckets) = self.state.behaviour.buckets else {
             return true;
         };
-        let (size, refill) = buckets.of(operation);
+        let (key, size, refill) = buckets.of(operation, body);
         let mut all = self.state.buckets.lock().unwrap();
         let now = Instant::now();
-        let bucket = all.entry(operation.to_owned()).or_insert(Bucket {
+        let bucket = all.entry(key).or_insert(Bucket {
             tokens: size,
             at: now,
         });
@@ -417,7 +447,7 @@ impl HttpConnector for AwsLikeConnector {
         let operation = operation_of(&request);
         let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).into_owned();
         let layer = self.layer.clone();
-        if !layer.take_token(&operation) {
+        if !layer.take_token(&operation, &body) {
             let (status, code) = throttling_answer(&request, &body);
             return HttpConnectorFuture::ready(Ok(error_response(&request, status, code)));
         }
@@ -489,7 +519,7 @@ impl HttpConnector for AwsLikeConnector {
 
 /// Each service's throttling answer, as its API reference documents it.
 fn throttling_answer(request: &HttpRequest, body: &str) -> (u16, &'static str) {
-    if request.headers().get("x-amz-target").is_some() {
+    if request.headers().get("x-amz-target").is_some() || elb_version(body).is_some() {
         (400, "ThrottlingException")
     } else if body.contains("Version=2016-11-15") {
         (503, "RequestLimitExceeded")

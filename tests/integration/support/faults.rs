@@ -40,11 +40,9 @@ pub enum Fault {
     /// listing cut into pages: it answers every listing whole).
     Answer(String),
     /// The emulator's answer with `from` replaced by `to`, for a kind of instance the emulator
-    /// cannot launch (an instance-store root).
-    Rewrite {
-        from: &'static str,
-        to: &'static str,
-    },
+    /// cannot launch (an instance-store root), or a field it never answers with.
+    /// Every pair `(from, to)` of the rules that match a call applies to its answer.
+    Rewrite(Vec<(Arc<str>, Arc<str>)>),
 }
 
 /// Holds a call until the test lets it go, to order one invocation's write after another's
@@ -167,8 +165,29 @@ impl Faults {
     }
 
     /// Every answer to `operation` has `from` replaced by `to`.
-    pub fn rewrite(&self, operation: &'static str, from: &'static str, to: &'static str) -> &Self {
-        self.add(operation, Fault::Rewrite { from, to }, None)
+    pub fn rewrite(
+        &self,
+        operation: &'static str,
+        from: impl Into<Arc<str>>,
+        to: impl Into<Arc<str>>,
+    ) -> &Self {
+        self.add(
+            operation,
+            Fault::Rewrite(vec![(from.into(), to.into())]),
+            None,
+        )
+    }
+
+    /// `DescribeNetworkInterfaces` reports `eni` with these connection tracking timeouts, as AWS
+    /// does for an interface whose timeouts were set; the emulator never reports any.
+    pub fn connection_tracking(&self, eni: &str, (tcp, udp_stream, udp): (i32, i32, i32)) -> &Self {
+        let id = format!("<networkInterfaceId>{eni}</networkInterfaceId>");
+        let with = format!(
+            "{id}<connectionTrackingConfiguration><tcpEstablishedTimeout>{tcp}\
+             </tcpEstablishedTimeout><udpStreamTimeout>{udp_stream}</udpStreamTimeout>\
+             <udpTimeout>{udp}</udpTimeout></connectionTrackingConfiguration>"
+        );
+        self.rewrite("DescribeNetworkInterfaces", id, with)
     }
 
     /// Every call of `operation` hangs.
@@ -179,6 +198,24 @@ impl Faults {
     /// The next call of `operation` waits at `gate` until the test opens it.
     pub fn hold(&self, operation: &'static str, gate: &Gate) -> &Self {
         self.add(operation, Fault::Held(gate.clone()), Some(1))
+    }
+
+    /// The next call of `operation` whose request body contains `body_contains` waits at `gate`
+    /// until the test opens it.
+    pub fn hold_when(
+        &self,
+        operation: &'static str,
+        body_contains: &'static str,
+        gate: &Gate,
+    ) -> &Self {
+        self.rules.lock().unwrap().push(Rule {
+            operation,
+            fault: Fault::Held(gate.clone()),
+            body_contains: Some(body_contains),
+            remaining: Some(1),
+            injected: 0,
+        });
+        self
     }
 
     fn add(&self, operation: &'static str, fault: Fault, remaining: Option<u32>) -> &Self {
@@ -214,7 +251,21 @@ impl Faults {
             *n -= 1;
         }
         rule.injected += 1;
-        Some(rule.fault.clone())
+        let fault = rule.fault.clone();
+        let Fault::Rewrite(_) = fault else {
+            return Some(fault);
+        };
+        // Rewrites add up: each rule may change another part of the answer.
+        let pairs = rules
+            .iter_mut()
+            .filter(|r| r.operation == operation && r.remaining.is_none())
+            .filter_map(|r| match &r.fault {
+                Fault::Rewrite(pairs) => Some(pairs.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        Some(Fault::Rewrite(pairs))
     }
 
     /// An HTTP client that injects these faults in front of the real one.
@@ -314,11 +365,14 @@ impl HttpConnector for FaultConnector {
                 response.headers_mut().insert("content-type", "text/xml");
                 HttpConnectorFuture::ready(Ok(response))
             }
-            Some(Fault::Rewrite { from, to }) => {
+            Some(Fault::Rewrite(pairs)) => {
                 let inner = self.inner.call(request);
                 HttpConnectorFuture::new(async move {
                     let answer = collect(inner.await?).await?;
-                    let text = String::from_utf8_lossy(&answer.body).replace(from, to);
+                    let text = pairs.iter().fold(
+                        String::from_utf8_lossy(&answer.body).into_owned(),
+                        |t, (from, to)| t.replace(&**from, to),
+                    );
                     Ok(response_of(&Answer {
                         body: text.into_bytes().into(),
                         ..answer
