@@ -150,11 +150,7 @@ pub async fn handle_until(
                 .inspect_err(
                     |e| tracing::error!(error = %e, "invalid event; nothing was changed"),
                 )?;
-            println!("{}", report.to_json());
-            if report.has_failures() {
-                return Err(HandlerError::EvidenceAtRisk(Box::new(report)));
-            }
-            return Ok(report);
+            return finish(report, HandlerError::EvidenceAtRisk);
         }
         Request::Contain(request) => {
             contain_in_account(request, invocation_id, deps, deadline).await?
@@ -172,11 +168,7 @@ pub async fn handle_until(
                 invocation_id,
             )
             .await;
-            println!("{}", report.to_json());
-            if report.has_failures() {
-                return Err(HandlerError::SweepIncomplete(Box::new(report)));
-            }
-            return Ok(report);
+            return finish(report, HandlerError::SweepIncomplete);
         }
         Request::Release(request) => {
             let report = release::release_all(
@@ -187,19 +179,23 @@ pub async fn handle_until(
                 invocation_id,
             )
             .await;
-            println!("{}", report.to_json());
-            if report.has_failures() {
-                return Err(HandlerError::ReleaseIncomplete(Box::new(report)));
-            }
-            return Ok(report);
+            return finish(report, HandlerError::ReleaseIncomplete);
         }
     };
-    // One line of JSON, so that log queries can read the report as fields.
+    finish(report, HandlerError::ContainmentIncomplete)
+}
+
+/// Logs the report as one line of JSON, so that log queries can read it as fields, and fails the
+/// invocation with it (as `failed`) when anything in it failed, so that Lambda retries it.
+fn finish(
+    report: Report,
+    failed: fn(Box<Report>) -> HandlerError,
+) -> Result<Report, HandlerError> {
     println!("{}", report.to_json());
-    if report.has_failures() {
-        return Err(HandlerError::ContainmentIncomplete(Box::new(report)));
+    match report.has_failures() {
+        true => Err(failed(Box::new(report))),
+        false => Ok(report),
     }
-    Ok(report)
 }
 
 /// Contains the request's instances in their account: the function's own, or a member's with

@@ -77,13 +77,9 @@ async fn the_first_containment_in_a_new_vpc_succeeds_on_its_first_delivery_with_
     );
 }
 
-#[tokio::test]
-async fn an_interface_that_cannot_leave_the_interim_group_is_closed_there_and_reported() {
-    let s = Scenario::build(Options {
-        second_interface: true,
-        ..Options::default()
-    })
-    .await;
+/// The scenario's isolation group, made beforehand, and faults under which every move onto it
+/// fails (an interface then stays on the interim group).
+async fn no_move_onto_isolation(s: &Scenario) -> (String, Faults) {
     // The emulator ignores IPv6 ranges when it revokes an outbound rule in a VPC without an
     // IPv6 block (AWS does not); the interim group's `::/0` rule must go too.
     s.account
@@ -94,7 +90,6 @@ async fn an_interface_that_cannot_leave_the_interim_group_is_closed_there_and_re
         .send()
         .await
         .unwrap();
-    // The isolation group exists; every move onto it fails.
     let isolation = create_or_adopt(
         &arranging_clients(&s.account.sdk),
         &s.isolation_group_name,
@@ -113,6 +108,17 @@ async fn an_interface_that_cannot_leave_the_interim_group_is_closed_there_and_re
         onto_isolation,
         "UnauthorizedOperation",
     );
+    (isolation, faults)
+}
+
+#[tokio::test]
+async fn an_interface_that_cannot_leave_the_interim_group_is_closed_there_and_reported() {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    let (_, faults) = no_move_onto_isolation(&s).await;
     let (result, _) = contain_with(
         &s,
         trigger_event(&[&s.instance_id]),
@@ -187,25 +193,7 @@ mod layer {
 #[tokio::test]
 async fn an_interface_left_on_a_closed_interim_group_moves_to_isolation_before_the_group_reopens() {
     let (s, ids) = Scenario::fleet(2).await;
-    // See above: the emulator needs an IPv6 block to revoke the `::/0` outbound rule.
-    s.account
-        .ec2
-        .associate_vpc_cidr_block()
-        .vpc_id(&s.vpc_id)
-        .amazon_provided_ipv6_cidr_block(true)
-        .send()
-        .await
-        .unwrap();
-    let isolation = create_or_adopt(
-        &arranging_clients(&s.account.sdk),
-        &s.isolation_group_name,
-        &s.vpc_id,
-    )
-    .await
-    .unwrap()
-    .group_id()
-    .unwrap()
-    .to_owned();
+    let (isolation, faults) = no_move_onto_isolation(&s).await;
     let eni_of = |id: String| {
         let account = &s.account;
         async move {
@@ -218,14 +206,6 @@ async fn an_interface_left_on_a_closed_interim_group_moves_to_isolation_before_t
     let (first, second) = (eni_of(ids[0].clone()).await, eni_of(ids[1].clone()).await);
 
     // The first instance's move onto isolation fails: it is left on the interim group, closed.
-    let faults = Faults::default();
-    let onto_isolation: &'static str =
-        Box::leak(format!("SecurityGroupId.1={isolation}").into_boxed_str());
-    faults.deny_when(
-        "ModifyNetworkInterfaceAttribute",
-        onto_isolation,
-        "UnauthorizedOperation",
-    );
     let (result, _) = contain_with(
         &s,
         trigger_event(&[&ids[0]]),

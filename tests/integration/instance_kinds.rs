@@ -188,3 +188,45 @@ async fn an_instance_in_a_state_auto_scaling_cannot_detach_is_reported_at_risk_w
         assert_eq!(log.count("DetachInstances"), 0);
     }
 }
+
+#[tokio::test]
+async fn an_interface_ec2_will_not_modify_is_reported_with_the_aws_error_and_the_instance_is_not_contained(
+) {
+    let s = Scenario::build(Options {
+        second_interface: true,
+        ..Options::default()
+    })
+    .await;
+    // A requester-managed, trunk or branch interface refuses a change of its groups. AWS does not
+    // document the code for each kind; whatever it answers must reach the report.
+    let second: &'static str =
+        Box::leak(format!("NetworkInterfaceId={}", s.interfaces[1]).into_boxed_str());
+    let faults = Faults::default();
+    faults.deny_when(
+        "ModifyNetworkInterfaceAttribute",
+        second,
+        "OperationNotPermitted",
+    );
+    let (result, _) = contain_with(
+        &s,
+        trigger_event(&[&s.instance_id]),
+        &[],
+        &with_faults(&s.account.sdk, &faults),
+    )
+    .await;
+    let report = failed_report(result);
+    assert_eq!(report["instances"][0]["outcome"], "not_contained");
+    let moved = step(&report, "move-network-interfaces");
+    assert_eq!(moved["status"], "failed");
+    assert_eq!(moved["error"]["code"], "OperationNotPermitted", "{moved}");
+    // The interface that can move is isolated all the same; the other keeps its groups.
+    let (isolation, _, _) = s.isolation_group().await;
+    assert_eq!(
+        s.account.interface_groups(&s.interfaces[0]).await,
+        vec![isolation.clone()]
+    );
+    assert_ne!(
+        s.account.interface_groups(&s.interfaces[1]).await,
+        vec![isolation]
+    );
+}
