@@ -41,8 +41,8 @@ use crate::accounts::{self, Accounts, Target};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::{Config, Trigger};
 use crate::contain;
-use crate::evidence_copy::{self, EvidenceAction, EvidenceReport};
 use crate::event::{ContainRequest, SweepRequest, MAX_INSTANCES_PER_EVENT};
+use crate::evidence_copy::{self, EvidenceAction, EvidenceReport};
 use crate::incident::{IncidentStore, Record, CONTAINING, RELEASED, RELEASE_PARTIAL};
 use crate::report::{InstanceOutcome, InstanceReport, Outcome, Report};
 
@@ -200,14 +200,12 @@ pub async fn sweep_all(
         .iter()
         .filter(|account| Some(*account) != own.as_ref())
         .map(|account| sweep_member(clients, accounts, config, account, request, invocation_id));
-    // Boxed: the evidence pass's future inside the containments' is past the compiler's
-    // layout depth limit.
     let (own_result, member_results, evidence) = tokio::join!(
         own_sweep,
         stream::iter(members)
             .buffered(CONCURRENT_ACCOUNTS)
             .collect::<Vec<_>>(),
-        Box::pin(copy_evidence(clients, config, request))
+        copy_evidence(clients, config, request)
     );
     let (mut sweeps, mut instances) = (Vec::new(), Vec::new());
     for (sweep, contained) in std::iter::once(own_result).chain(member_results) {

@@ -49,10 +49,10 @@ pub async fn copy_uncopied(clients: &Clients, config: &Config) -> Vec<EvidenceRe
 }
 
 /// The snapshots that need a copy and have none, in id order. Pure.
-fn without_copy<'a>(
-    candidates: &'a [SnapshotFacts],
+fn without_copy(
+    candidates: &[SnapshotFacts],
     has_copy: impl Fn(&str) -> bool,
-) -> Vec<&'a SnapshotFacts> {
+) -> Vec<&SnapshotFacts> {
     let mut out: Vec<&SnapshotFacts> = candidates
         .iter()
         .filter(|f| plan::plan_copy(f) == CopyPlan::Copy && !has_copy(&f.id))

@@ -686,7 +686,12 @@ async fn a_copy_refused_for_the_concurrent_copy_limit_is_deferred_and_the_sweep_
     assert_eq!(report.outcome, Outcome::Evidence, "{}", report.to_json());
     for source in &snapshots {
         let entry = evidence_of(&report, source);
-        assert_eq!(entry.action, EvidenceAction::CopyDeferred, "{}", entry.detail);
+        assert_eq!(
+            entry.action,
+            EvidenceAction::CopyDeferred,
+            "{}",
+            entry.detail
+        );
         assert_eq!(
             entry.detail,
             "copy deferred: the region's concurrent copy limit is reached; the sweep retries it"
@@ -697,7 +702,10 @@ async fn a_copy_refused_for_the_concurrent_copy_limit_is_deferred_and_the_sweep_
             ("CopySnapshot", Some("ResourceLimitExceeded"))
         );
         assert_eq!(entry.instance_id.as_ref(), Some(&scenario.instance_id));
-        assert_eq!(copies_of(&scenario.account, source).await, Vec::<String>::new());
+        assert_eq!(
+            copies_of(&scenario.account, source).await,
+            Vec::<String>::new()
+        );
     }
 
     // WHEN the sweep runs, the limit cleared
@@ -711,7 +719,12 @@ async fn a_copy_refused_for_the_concurrent_copy_limit_is_deferred_and_the_sweep_
     for source in &snapshots {
         let copy = assert_one_encrypted_copy(&scenario.account, source, &key).await;
         let entry = evidence_of(&report, source);
-        assert_eq!(entry.action, EvidenceAction::CopyStarted, "{}", entry.detail);
+        assert_eq!(
+            entry.action,
+            EvidenceAction::CopyStarted,
+            "{}",
+            entry.detail
+        );
         assert_eq!(entry.copy_id.as_ref(), Some(&copy));
     }
 
