@@ -22,6 +22,10 @@
 //! An account that cannot be reached (member role refused) or listed fails that account in the
 //! report, with the AWS operation and code, and the other accounts are swept all the same.
 //!
+//! With `SNAPSHOT_KMS_KEY_ID` set, the sweep also starts, in its own account, the encrypted
+//! copies of evidence snapshots that have none ([`evidence_copy::sweep`]): a copy deferred for
+//! the region's concurrent copy limit, or whose completion event was lost, is never lost.
+//!
 //! IAM: `ec2:DescribeInstances` (already the function's and the member role's) and
 //! `dynamodb:GetItem` on the incident table (already the function's): nothing new. Cost per
 //! sweep and account: one `DescribeInstances` per 1,000 tagged instances and one `GetItem` per
@@ -38,6 +42,7 @@ use crate::aws::{aws_err, AwsError, Clients};
 use crate::config::{Config, Trigger};
 use crate::contain;
 use crate::event::{ContainRequest, SweepRequest, MAX_INSTANCES_PER_EVENT};
+use crate::evidence_copy::{self, EvidenceAction, EvidenceReport};
 use crate::incident::{IncidentStore, Record, CONTAINING, RELEASED, RELEASE_PARTIAL};
 use crate::report::{InstanceOutcome, InstanceReport, Outcome, Report};
 
@@ -195,18 +200,38 @@ pub async fn sweep_all(
         .iter()
         .filter(|account| Some(*account) != own.as_ref())
         .map(|account| sweep_member(clients, accounts, config, account, request, invocation_id));
-    let (own_result, member_results) = tokio::join!(
+    let (own_result, member_results, evidence) = tokio::join!(
         own_sweep,
         stream::iter(members)
             .buffered(CONCURRENT_ACCOUNTS)
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>(),
+        copy_evidence(clients, config, request)
     );
     let (mut sweeps, mut instances) = (Vec::new(), Vec::new());
     for (sweep, contained) in std::iter::once(own_result).chain(member_results) {
         sweeps.push(sweep);
         instances.extend(contained);
     }
-    report_of(&config.trigger, request.dry_run, sweeps, instances)
+    let mut report = report_of(&config.trigger, request.dry_run, sweeps, instances);
+    if evidence.iter().any(|e| e.action == EvidenceAction::Failed) && !request.dry_run {
+        report.outcome = Outcome::Partial;
+    }
+    report.evidence = evidence;
+    report
+}
+
+/// The evidence pass ([`evidence_copy::sweep`]): the encrypted copies no completion event
+/// started, in the own account only, as the events' copies are. A dry run changes nothing, so
+/// it starts none.
+async fn copy_evidence(
+    clients: &Clients,
+    config: &Config,
+    request: &SweepRequest,
+) -> Vec<EvidenceReport> {
+    match request.dry_run {
+        true => Vec::new(),
+        false => evidence_copy::sweep::copy_uncopied(clients, config).await,
+    }
 }
 
 fn report_of(

@@ -26,6 +26,7 @@ pub mod plan;
 mod retire;
 mod set_completion;
 mod snapshots;
+pub mod sweep;
 
 use serde::Serialize;
 
@@ -59,6 +60,9 @@ pub enum EvidenceAction {
     NotEvidence,
     AlreadyEncrypted,
     CopyStarted,
+    /// `CopySnapshot` refused for the region's concurrent copy limit: waited out, not lost. The
+    /// sweep starts the copy later.
+    CopyDeferred,
     /// A copy was made earlier (a redelivered event): no second one.
     CopyExists,
     /// The copy is verified; the unencrypted source is kept (the default).
@@ -91,17 +95,8 @@ pub async fn handle(
             });
         }
     }
-    let region = event
-        .region
-        .clone()
-        .or_else(|| config.region.clone())
-        .or_else(|| clients.ec2.config().region().map(|r| r.to_string()))
-        .unwrap_or_default();
-    let store = IncidentStore::new(
-        clients.dynamodb.clone(),
-        &config.incident_table,
-        config.claim_timeout,
-    );
+    let region = region_of(clients, config, event.region.as_deref());
+    let store = store_of(clients, config);
     let (reason, items) = match &event.kind {
         SnapshotEventKind::Created { snapshot_ids } => (
             format!(
@@ -120,6 +115,23 @@ pub async fn handle(
         ),
     };
     Ok(Report::from_evidence(reason, items))
+}
+
+/// The region the snapshots are in, which `CopySnapshot` names as the source region.
+fn region_of(clients: &Clients, config: &Config, named: Option<&str>) -> String {
+    named
+        .map(str::to_owned)
+        .or_else(|| config.region.clone())
+        .or_else(|| clients.ec2.config().region().map(|r| r.to_string()))
+        .unwrap_or_default()
+}
+
+fn store_of(clients: &Clients, config: &Config) -> IncidentStore {
+    IncidentStore::new(
+        clients.dynamodb.clone(),
+        &config.incident_table,
+        config.claim_timeout,
+    )
 }
 
 fn result(event: &SnapshotEvent) -> String {

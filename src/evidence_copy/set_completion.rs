@@ -78,18 +78,32 @@ pub(super) async fn handle(
             CopyPlan::Copy => to_copy.push(f),
         }
     }
-    if to_copy.is_empty() {
-        return reports;
+    // Boxed: inline, the handler's future is past the compiler's layout depth limit.
+    reports.extend(Box::pin(copy_missing(clients, store, key, region, &to_copy)).await);
+    reports
+}
+
+/// Starts the encrypted copy of each of `sources` (completed, unencrypted evidence) that has
+/// none yet, and notes it in the incident record. Shared by the completion event and the
+/// sweep's evidence pass, so both make, and refuse to make, a copy the same way. A copy refused
+/// for the region's concurrent copy limit is deferred, not failed: the sweep starts it later.
+pub(super) async fn copy_missing(
+    clients: &Clients,
+    store: &IncidentStore,
+    key: &KmsKeyRef,
+    region: &str,
+    sources: &[&SnapshotFacts],
+) -> Vec<EvidenceReport> {
+    if sources.is_empty() {
+        return Vec::new();
     }
-    let sources: Vec<&str> = to_copy.iter().map(|f| f.id.as_str()).collect();
-    let existing = match snapshots::existing_copies(clients, &sources).await {
+    let ids: Vec<&str> = sources.iter().map(|f| f.id.as_str()).collect();
+    let existing = match snapshots::existing_copies(clients, &ids).await {
         Ok(existing) => existing,
-        Err(e) => {
-            reports.extend(sources.iter().map(|id| failed(id, e.clone())));
-            return reports;
-        }
+        Err(e) => return ids.iter().map(|id| failed(id, e.clone())).collect(),
     };
-    for source in to_copy {
+    let mut reports = Vec::new();
+    for source in sources {
         let report = match existing.get(&source.id) {
             Some(copy) => EvidenceReport {
                 copy_id: Some(copy.id.clone()),
@@ -111,12 +125,32 @@ pub(super) async fn handle(
                         format!("copying to {copy_id}, encrypted with {key}"),
                     )
                 },
+                Err(e) if e.has_code(COPY_LIMIT) => deferred(&source.id, e),
                 Err(e) => failed(&source.id, e),
             },
+        };
+        let report = EvidenceReport {
+            instance_id: source.instance_id().map(str::to_owned),
+            ..report
         };
         reports.push(record(store, source, report).await);
     }
     reports
+}
+
+/// What `CopySnapshot` answers past the limit of concurrent copies to one destination region
+/// (20, "Copy an Amazon EBS snapshot", Amazon EBS User Guide). It clears as copies complete.
+pub(super) const COPY_LIMIT: &str = "ResourceLimitExceeded";
+
+fn deferred(snapshot: &str, error: AwsError) -> EvidenceReport {
+    EvidenceReport {
+        error: Some(error),
+        ..item(
+            snapshot,
+            EvidenceAction::CopyDeferred,
+            "copy deferred: the region's concurrent copy limit is reached; the sweep retries it",
+        )
+    }
 }
 
 /// The copy, and a read-back that it exists with the tag that names its source.

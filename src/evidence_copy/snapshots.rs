@@ -14,6 +14,7 @@ use super::key::KmsKeyRef;
 use super::plan::{SnapshotFacts, COPY_OF};
 use crate::aws::{aws_err, AwsError, Clients};
 use crate::contain::evidence::own_snapshots;
+use crate::contain::tags;
 
 /// This account's snapshots among `ids`, by id. Unknown ids are simply absent: a filter, unlike
 /// `SnapshotIds`, does not fail the whole call for one snapshot that no longer exists.
@@ -42,20 +43,53 @@ pub async fn existing_copies(
     clients: &Clients,
     sources: &[&str],
 ) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
-    let found = own_snapshots(
+    copies(
         clients,
-        vec![Filter::builder()
+        Filter::builder()
             .name(format!("tag:{COPY_OF}"))
             .set_values(Some(sources.iter().map(|id| id.to_string()).collect()))
-            .build()],
+            .build(),
     )
-    .await?;
+    .await
+}
+
+/// Every copy this function made in the account (source id to copy), but failed ones, for the
+/// sweep: one listing, however many sources there are.
+pub async fn all_copies(clients: &Clients) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
+    copies(
+        clients,
+        Filter::builder().name("tag-key").values(COPY_OF).build(),
+    )
+    .await
+}
+
+async fn copies(
+    clients: &Clients,
+    filter: Filter,
+) -> Result<BTreeMap<String, SnapshotFacts>, AwsError> {
+    let found = own_snapshots(clients, vec![filter]).await?;
     Ok(found
         .iter()
         .filter_map(SnapshotFacts::from_sdk)
         .filter(|f| f.state != "error")
         .filter_map(|f| Some((f.copy_of()?.to_owned(), f)))
         .collect())
+}
+
+/// The account's completed, unencrypted snapshots tagged with an incident: the candidates for
+/// an encrypted copy, which [`super::plan::plan_copy`] then decides on one by one.
+pub async fn unencrypted_evidence(clients: &Clients) -> Result<Vec<SnapshotFacts>, AwsError> {
+    let filter = |name: &str, value: &str| Filter::builder().name(name).values(value).build();
+    let found = own_snapshots(
+        clients,
+        vec![
+            filter("tag-key", tags::INCIDENT),
+            filter("status", "completed"),
+            filter("encrypted", "false"),
+        ],
+    )
+    .await?;
+    Ok(found.iter().filter_map(SnapshotFacts::from_sdk).collect())
 }
 
 /// Starts the encrypted copy of `source`; returns the new snapshot's id. EBS finishes it in the

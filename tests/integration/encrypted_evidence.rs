@@ -15,8 +15,12 @@ use ec2_quarantine::report::{Outcome, Report};
 use serde_json::{json, Value};
 
 use crate::containment::{contain, trigger_event};
+use crate::support::faults::Faults;
 use crate::support::scenario::{Account, Options, Scenario};
-use crate::support::{endpoint, recorded_clients, unique, CallLog, INCIDENT_TABLE, REGION};
+use crate::support::{
+    create_incident_table, endpoint, recorded_clients, unique, with_faults, CallLog,
+    INCIDENT_TABLE, REGION,
+};
 
 const COPY_OF: &str = "ec2-quarantine:encrypted-copy-of";
 
@@ -90,7 +94,10 @@ fn deps(scenario: &Scenario, vars: &[(&str, &str)]) -> (Deps, CallLog) {
 
 /// A contained instance and its evidence snapshots (sorted ids).
 async fn contained() -> (Scenario, Vec<String>) {
-    let scenario = Scenario::build(Options::default()).await;
+    contained_in(Scenario::build(Options::default()).await).await
+}
+
+async fn contained_in(scenario: Scenario) -> (Scenario, Vec<String>) {
     let (report, _) = contain(&scenario, trigger_event(&[&scenario.instance_id]), &[]).await;
     report.expect("contained");
     let mut snapshots: Vec<String> = scenario
@@ -614,4 +621,121 @@ async fn a_members_forwarded_snapshot_event_is_ignored_with_no_call() {
         "{report:?}"
     );
     assert_eq!(log.calls(), Vec::<String>::new());
+}
+
+/// An account of the emulator that no other test uses: the sweep copies every uncopied
+/// evidence snapshot of its account, and the other tests' snapshots must stay theirs to copy.
+async fn account_of_its_own() -> Account {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    // 12 digits, new at every run: the emulator outlives a run.
+    let id = format!("9{:011}", (nanos / 1000 + u128::from(n)) % 100_000_000_000);
+    let account = Account::other(&id).await;
+    create_incident_table(&account.sdk).await;
+    account
+}
+
+/// Asserts that `source` has exactly one copy, encrypted with `key` and tagged as its copy with
+/// its instance and incident; returns the copy's id.
+async fn assert_one_encrypted_copy(account: &Account, source: &str, key: &str) -> String {
+    let copies = copies_of(account, source).await;
+    assert_eq!(copies.len(), 1, "one copy of {source}: {copies:?}");
+    let copy = describe(account, &copies[0]).await.unwrap();
+    let original = describe(account, source).await.unwrap();
+    assert!(copy.encrypted, "{} is encrypted", copies[0]);
+    assert_eq!(copy.kms_key_id.as_deref(), Some(key));
+    assert_eq!(copy.tags.get(COPY_OF).map(String::as_str), Some(source));
+    for tag in ["ec2-quarantine:instance-id", "ec2-quarantine:incident"] {
+        assert_eq!(copy.tags.get(tag), original.tags.get(tag), "{tag}");
+    }
+    copies[0].clone()
+}
+
+/// Issue 12: `CopySnapshot` answers `ResourceLimitExceeded` past 20 concurrent copies per
+/// destination region. The copy is waited out, not failed, and the next sweep makes it.
+#[tokio::test]
+async fn a_copy_refused_for_the_concurrent_copy_limit_is_deferred_and_the_sweep_makes_it() {
+    // GIVEN a contained instance's evidence, in an account of its own, and the copy limit reached
+    let (scenario, snapshots) =
+        contained_in(Scenario::build_in(account_of_its_own().await, Options::default()).await)
+            .await;
+    let key = kms_key();
+    let vars = [("SNAPSHOT_KMS_KEY_ID", key.as_str())];
+    let faults = Faults::default();
+    faults.deny_next("CopySnapshot", "ResourceLimitExceeded", 2);
+    let log = CallLog::default();
+    let sdk = with_faults(&scenario.account.sdk, &faults);
+    let at_the_limit = Deps {
+        clients: recorded_clients(&sdk, &log),
+        config: scenario.config(&vars),
+        accounts: crate::support::accounts(&sdk, &log),
+    };
+    let ids: Vec<&str> = snapshots.iter().map(String::as_str).collect();
+
+    // WHEN the set's completion event arrives
+    let report = handle(created_event(&ids, "succeeded", ""), "limit", &at_the_limit)
+        .await
+        .unwrap_or_else(|e| panic!("a deferred copy does not fail the invocation: {e}"));
+
+    // THEN no copy is made, and the report says it is deferred, with the AWS code
+    assert_eq!(faults.injected("CopySnapshot"), 2);
+    assert_eq!(report.outcome, Outcome::Evidence, "{}", report.to_json());
+    for source in &snapshots {
+        let entry = evidence_of(&report, source);
+        assert_eq!(
+            entry.action,
+            EvidenceAction::CopyDeferred,
+            "{}",
+            entry.detail
+        );
+        assert_eq!(
+            entry.detail,
+            "copy deferred: the region's concurrent copy limit is reached; the sweep retries it"
+        );
+        let error = entry.error.as_ref().expect("the AWS error is kept");
+        assert_eq!(
+            (error.operation, error.code.as_deref()),
+            ("CopySnapshot", Some("ResourceLimitExceeded"))
+        );
+        assert_eq!(entry.instance_id.as_ref(), Some(&scenario.instance_id));
+        assert_eq!(
+            copies_of(&scenario.account, source).await,
+            Vec::<String>::new()
+        );
+    }
+
+    // WHEN the sweep runs, the limit cleared
+    let (sweeping, log) = deps(&scenario, &vars);
+    let report = handle(json!({"action": "sweep"}), &unique("sweep"), &sweeping)
+        .await
+        .unwrap_or_else(|e| panic!("the sweep succeeds: {e}"));
+
+    // THEN it makes each copy, encrypted with the key and tagged as the copy of its source
+    assert_eq!(log.count("CopySnapshot"), 2);
+    for source in &snapshots {
+        let copy = assert_one_encrypted_copy(&scenario.account, source, &key).await;
+        let entry = evidence_of(&report, source);
+        assert_eq!(
+            entry.action,
+            EvidenceAction::CopyStarted,
+            "{}",
+            entry.detail
+        );
+        assert_eq!(entry.copy_id.as_ref(), Some(&copy));
+    }
+
+    // AND a sweep with nothing left to copy starts nothing
+    let (sweeping, log) = deps(&scenario, &vars);
+    let report = handle(json!({"action": "sweep"}), &unique("sweep"), &sweeping)
+        .await
+        .unwrap_or_else(|e| panic!("the sweep succeeds: {e}"));
+    assert_eq!(log.count("CopySnapshot"), 0);
+    assert!(report.evidence.is_empty(), "{}", report.to_json());
+    for source in &snapshots {
+        assert_one_encrypted_copy(&scenario.account, source, &key).await;
+    }
 }

@@ -58,8 +58,9 @@ pub async fn sdk_config() -> SdkConfig {
     with_faults(&sdk, &faults::Faults::default())
 }
 
-/// The table as template.yaml defines it: one item per instance.
-async fn create_incident_table(sdk: &SdkConfig) {
+/// The table as template.yaml defines it: one item per instance. Made once in the tests' own
+/// account; a test that runs the function in an account of its own makes it there.
+pub async fn create_incident_table(sdk: &SdkConfig) {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
