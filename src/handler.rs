@@ -187,10 +187,7 @@ pub async fn handle_until(
 
 /// Logs the report as one line of JSON, so that log queries can read it as fields, and fails the
 /// invocation with it (as `failed`) when anything in it failed, so that Lambda retries it.
-fn finish(
-    report: Report,
-    failed: fn(Box<Report>) -> HandlerError,
-) -> Result<Report, HandlerError> {
+fn finish(report: Report, failed: fn(Box<Report>) -> HandlerError) -> Result<Report, HandlerError> {
     println!("{}", report.to_json());
     match report.has_failures() {
         true => Err(failed(Box::new(report))),
