@@ -2,7 +2,7 @@
 //! Each is contained as far as AWS allows, and the report says what was left and why.
 
 use aws_sdk_ec2::types::InstanceAttributeName;
-use ec2_quarantine::report::{Outcome, Status, Step};
+use ec2_quarantine::report::{InstanceOutcome, Outcome, Status, Step};
 
 use crate::containment::{contain, contain_with, trigger_event};
 use crate::faults::{failed_report, step};
@@ -229,4 +229,35 @@ async fn an_interface_ec2_will_not_modify_is_reported_with_the_aws_error_and_the
         s.account.interface_groups(&s.interfaces[1]).await,
         vec![isolation]
     );
+}
+
+#[tokio::test]
+async fn a_pending_or_stopping_instance_gets_every_step_aws_accepts_in_that_state() {
+    for state in ["pending", "stopping"] {
+        let s = Scenario::build(Options {
+            profile: true,
+            ..Options::default()
+        })
+        .await;
+        // The emulator's instances are running at once and stop at once: the description is
+        // rewritten to AWS's for an instance on its way up or down.
+        let faults = Faults::default();
+        let to: &'static str = Box::leak(format!("<name>{state}</name>").into_boxed_str());
+        faults.rewrite("DescribeInstances", "<name>running</name>", to);
+        let (result, _) = contain_with(
+            &s,
+            trigger_event(&[&s.instance_id]),
+            &[],
+            &with_faults(&s.account.sdk, &faults),
+        )
+        .await;
+        let report = result.expect("the invocation succeeds");
+        let instance = &report.instances[0];
+        assert_eq!(
+            instance.metadata["state"], state,
+            "the state as AWS reported it"
+        );
+        assert_eq!(instance.outcome, InstanceOutcome::Contained, "{state}");
+        crate::faults::assert_cut_off(&s).await;
+    }
 }
