@@ -68,24 +68,22 @@ pub async fn function_handler(
     deps.accounts
         .learn_own_account(&event.context.invoked_function_arn);
     let deadline = stop_at(event.context.deadline);
-    handle_until(
-        event.payload,
-        &event.context.request_id,
-        deps,
-        Some(deadline),
-    )
-    .await
+    handle_until(event.payload, &event.context.request_id, deps, deadline).await
 }
 
 /// When to stop starting work and report what was done: [`contain::DEADLINE_RESERVE`] before
-/// Lambda's deadline (milliseconds since the epoch, from the invocation's context).
-fn stop_at(deadline_ms: u64) -> Instant {
+/// Lambda's deadline (milliseconds since the epoch, from the invocation's context; 0 when a
+/// runtime gave none, and then there is none).
+fn stop_at(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-    Instant::now() + left.saturating_sub(contain::DEADLINE_RESERVE)
+    Some(Instant::now() + left.saturating_sub(contain::DEADLINE_RESERVE))
 }
 
 /// An invocation with no deadline of its own (the tests, the local run).
