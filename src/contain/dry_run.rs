@@ -330,10 +330,7 @@ async fn plan_tags(
             ),
         )]
     };
-    let marks: Vec<(&str, &str)> = [tags::STATUS, tags::INCIDENT]
-        .into_iter()
-        .filter_map(|key| Some((key, wanted.get(key)?.as_str())))
-        .collect();
+    let marks = tags::marks_of(&wanted);
     let current = tags::read_marks(inv.clients, facts).await.ok();
     let unmarked = tags::unmarked(&tags::marked_resources(facts), current.as_ref(), &marks);
     if !unmarked.is_empty() {

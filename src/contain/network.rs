@@ -450,7 +450,7 @@ fn by_names(names: Vec<String>, vpc_id: &str) -> Vec<Filter> {
     ]
 }
 
-async fn describe_groups(
+pub(crate) async fn describe_groups(
     clients: &Clients,
     filters: Vec<Filter>,
 ) -> Result<Vec<SecurityGroup>, AwsError> {

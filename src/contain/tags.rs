@@ -198,7 +198,7 @@ pub(crate) fn marked_resources(facts: &InstanceFacts) -> Vec<String> {
 pub type Marks = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The marks of `wanted`: its status and incident.
-fn marks_of(wanted: &BTreeMap<String, String>) -> Vec<(&'static str, &str)> {
+pub(crate) fn marks_of(wanted: &BTreeMap<String, String>) -> Vec<(&'static str, &str)> {
     [STATUS, INCIDENT]
         .into_iter()
         .filter_map(|key| Some((key, wanted.get(key)?.as_str())))

@@ -14,10 +14,10 @@ use std::time::Instant;
 use aws_sdk_ec2::types::{Filter, SecurityGroup};
 
 use super::{change, report, Plan};
-use crate::aws::{aws_err, AwsError, Clients};
+use crate::aws::{AwsError, Clients};
 use crate::config::Config;
 use crate::contain::instance::InstanceFacts;
-use crate::contain::network::{candidate_names, interim_name, ours, tagged_in};
+use crate::contain::network::{candidate_names, describe_groups, interim_name, ours, tagged_in};
 use crate::contain::rules::{self, Atom, Source};
 use crate::contain::tags;
 use crate::report::{PlannedChange, Step, StepReport};
@@ -202,34 +202,15 @@ async fn lookup(
             .set_values(Some(vpcs.iter().map(|v| v.to_string()).collect()))
             .build(),
     ];
-    let mut found = describe(clients, by_name).await?;
+    let mut found = describe_groups(clients, by_name).await?;
     for kind in kinds {
         for vpc in vpcs {
-            for group in describe(clients, tagged_in(kind.role, vpc)).await? {
+            for group in describe_groups(clients, tagged_in(kind.role, vpc)).await? {
                 if !found.iter().any(|g| g.group_id() == group.group_id()) {
                     found.push(group);
                 }
             }
         }
-    }
-    Ok(found)
-}
-
-async fn describe(clients: &Clients, filters: Vec<Filter>) -> Result<Vec<SecurityGroup>, AwsError> {
-    let mut pages = clients
-        .ec2
-        .describe_security_groups()
-        .set_filters(Some(filters))
-        .into_paginator()
-        .send();
-    let mut found = Vec::new();
-    while let Some(page) = pages.next().await {
-        found.extend(
-            page.map_err(aws_err("DescribeSecurityGroups"))?
-                .security_groups()
-                .iter()
-                .cloned(),
-        );
     }
     Ok(found)
 }
